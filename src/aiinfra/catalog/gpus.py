@@ -1,0 +1,91 @@
+"""GPU models.
+
+Sources (datasheets):
+- NVIDIA H100 Tensor Core GPU datasheet (SXM5): 80 GB HBM3, 3.35 TB/s, BF16 989.4 TFLOP/s dense
+  (1,979 with sparsity), FP8 1,978.9 dense, INT8 1,978.9 TOPS dense, 700 W, NVLink 900 GB/s.
+- NVIDIA H200 datasheet (SXM): 141 GB HBM3e, 4.8 TB/s, same tensor-core rates as H100 SXM, 700 W,
+  NVLink 900 GB/s.
+- NVIDIA A100 datasheet (SXM4): 80 GB HBM2e 2,039 GB/s or 40 GB HBM2 1,555 GB/s, BF16 312 TFLOP/s
+  dense, INT8 624 TOPS dense, no FP8, 400 W, NVLink 600 GB/s.
+NVIDIA's "GB" for device memory is the binary size the device reports (81,559 MiB usable on an
+H100 80GB), so memory is kept in GiB (2**30 bytes).
+NVLink bandwidth is the total bidirectional per-GPU figure of the datasheet; the planner uses half
+of it per direction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiinfra.catalog.names import lookup
+
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class GpuModel:
+    name: str
+    product: str  # the product name nvidia-smi / the GPU Operator's feature discovery reports
+    memory_bytes: int
+    bf16_dense_tflops: float
+    fp8_dense_tflops: float | None  # None: no FP8 tensor cores
+    int8_dense_tops: float
+    hbm_bandwidth_gb_s: float  # GB/s = 1e9 bytes/s
+    tdp_w: int
+    nvlink_bandwidth_gb_s: float  # total bidirectional per GPU (datasheet figure)
+    nvlink_domain_gpus: int  # GPUs that share one NVLink/NVSwitch domain (HGX baseboard)
+    compute_capability: str
+
+    @property
+    def memory_gib(self) -> float:
+        return self.memory_bytes / GIB
+
+    @property
+    def nvlink_unidirectional_gb_s(self) -> float:
+        return self.nvlink_bandwidth_gb_s / 2
+
+    def dense_tflops(self, precision: str) -> float:
+        """Peak dense tensor throughput for ``bf16``/``fp16``/``fp8``/``int8``."""
+        if precision in ("bf16", "fp16"):
+            return self.bf16_dense_tflops
+        if precision == "fp8":
+            if self.fp8_dense_tflops is None:
+                raise ValueError(f"{self.name} has no FP8 tensor cores")
+            return self.fp8_dense_tflops
+        if precision == "int8":
+            return self.int8_dense_tops
+        raise ValueError(f"unknown precision '{precision}'")
+
+
+GPUS: dict[str, GpuModel] = {
+    g.name: g
+    for g in (
+        GpuModel("h100-80gb", "NVIDIA-H100-80GB-HBM3", 80 * GIB, 989.4, 1978.9, 1978.9, 3350, 700, 900, 8, "9.0"),
+        GpuModel("h200-141gb", "NVIDIA-H200", 141 * GIB, 989.4, 1978.9, 1978.9, 4800, 700, 900, 8, "9.0"),
+        GpuModel("a100-80gb", "NVIDIA-A100-SXM4-80GB", 80 * GIB, 312.0, None, 624.0, 2039, 400, 600, 8, "8.0"),
+        GpuModel("a100-40gb", "NVIDIA-A100-SXM4-40GB", 40 * GIB, 312.0, None, 624.0, 1555, 400, 600, 8, "8.0"),
+    )
+}
+
+GPU_ALIASES: dict[str, str] = {
+    "h100": "h100-80gb",
+    "h100-sxm": "h100-80gb",
+    "h100-sxm-80gb": "h100-80gb",
+    "h100-sxm5-80gb": "h100-80gb",
+    "h200": "h200-141gb",
+    "h200-sxm-141gb": "h200-141gb",
+    "a100": "a100-80gb",
+    "a100-sxm-80gb": "a100-80gb",
+    "a100-sxm4-80gb": "a100-80gb",
+    "a100-sxm-40gb": "a100-40gb",
+    "a100-sxm4-40gb": "a100-40gb",
+}
+
+
+def gpu(name: str) -> GpuModel:
+    """Look a GPU up by name or alias; KeyError with a suggestion otherwise."""
+    return lookup(GPUS, GPU_ALIASES, name, "GPU model")
+
+
+def known_gpu_names() -> list[str]:
+    return sorted(GPUS) + sorted(GPU_ALIASES)

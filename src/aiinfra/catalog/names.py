@@ -1,0 +1,25 @@
+"""Name lookup with aliases and "did you mean" suggestions, shared by every catalog table."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def suggest(name: str, candidates: list[str] | tuple[str, ...] | Mapping[str, object]) -> str:
+    """Return ``" (did you mean 'x'?)"`` for the closest candidate, or an empty string."""
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def lookup(table: Mapping[str, T], aliases: Mapping[str, str], name: str, what: str) -> T:
+    """Find ``name`` in ``table`` (or through ``aliases``); raise KeyError with a readable message."""
+    key = name.strip().lower()
+    key = aliases.get(key, key)
+    if key in table:
+        return table[key]
+    known = sorted(table)
+    raise KeyError(f"unknown {what} '{name}'{suggest(key, known + sorted(aliases))}; known: {', '.join(known)}")

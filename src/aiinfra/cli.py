@@ -1,0 +1,263 @@
+"""``aiinfra``: validate | show | schema | plan | size | render | inventory.
+
+Exit codes: 0 ok; 1 invalid blueprint, failed check or stale manifests; 2 usage.
+A user mistake never ends in a traceback: it is printed as ``file:line: key.path: error[id]: ...``.
+The stack defaults to ``$AIINFRA_STACK``, else ``dev``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from aiinfra import paths
+from aiinfra.errors import AiinfraError, BlueprintError, Level, Problem, UsageError
+from aiinfra.spec.loader import Loaded, load_file
+
+app = typer.Typer(
+    name="aiinfra",
+    help="One blueprint per environment -> validated spec -> plan -> rendered Slurm, Kubernetes, Ansible.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+StackOpt = Annotated[
+    str | None,
+    typer.Option("--stack", "-s", help="environment: reads stacks/Pulumi.<ENV>.yaml [default: $AIINFRA_STACK or dev]"),
+]
+FileOpt = Annotated[Path | None, typer.Option("--file", "-f", help="a blueprint file instead of --stack")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
+def default_stack() -> str:
+    return os.environ.get("AIINFRA_STACK") or "dev"
+
+
+def resolve(stack: str | None, file: Path | None) -> tuple[Path, str]:
+    """The blueprint path and how to show it in messages."""
+    if stack and file:
+        raise UsageError("give --stack or --file, not both")
+    if file is not None:
+        return file, str(file)
+    root = paths.project_root()
+    env = stack or default_stack()
+    path = paths.stack_file(env, root)
+    if not path.is_file():
+        known = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in (root / "stacks").glob("Pulumi.*.yaml"))
+        from aiinfra.catalog.names import suggest
+
+        raise UsageError(f"no stack '{env}': {path} does not exist{suggest(env, known)}; "
+                         f"stacks here: {', '.join(known) or 'none'}")
+    try:
+        shown = str(path.relative_to(Path.cwd()))
+    except ValueError:
+        shown = str(path)
+    return path, shown
+
+
+def load(stack: str | None, file: Path | None) -> Loaded:
+    path, shown = resolve(stack, file)
+    return load_file(path, shown)
+
+
+def print_problems(file: str, problems: list[Problem]) -> None:
+    for p in problems:
+        style = "red" if p.level is Level.ERROR else "yellow"
+        err.print(p.format(file), style=style, markup=False, highlight=False)
+
+
+# ------------------------------------------------------------------ validate / show / schema
+
+
+@app.command()
+def validate(stack: StackOpt = None, file: FileOpt = None, json_out: JsonOpt = False) -> None:
+    """Check a blueprint: types, units, references, networks, fabric, versions, workload preflight."""
+    path, shown = resolve(stack, file)
+    try:
+        loaded = load_file(path, shown)
+    except BlueprintError as exc:
+        if json_out:
+            out.print_json(data={"ok": False, "file": shown, "problems": [p.to_dict(shown) for p in exc.problems]})
+            raise typer.Exit(1) from None
+        raise
+    if json_out:
+        out.print_json(data={"ok": True, "file": shown, "problems": [p.to_dict(shown) for p in loaded.warnings]})
+        return
+    print_problems(shown, loaded.warnings)
+    t = loaded.cluster.totals
+    out.print(f"{shown}: ok: {t['nodes']} nodes, {t['gpus']} GPUs"
+              + (f", {len(loaded.warnings)} warning(s)" if loaded.warnings else ""), highlight=False)
+
+
+@app.command()
+def show(stack: StackOpt = None, file: FileOpt = None, json_out: JsonOpt = False) -> None:
+    """What the environment is: nodes, GPUs, HBM, fabric, storage, schedulers."""
+    from aiinfra.render.summary import summary
+    from aiinfra.spec.units import format_bytes
+
+    loaded = load(stack, file)
+    data = summary(loaded.cluster)
+    if json_out:
+        out.print_json(data=data)
+        return
+    t = data["totals"]
+    head = Table(title=f"{data['name']} ({data['env']})", show_header=False)
+    for k, v in (
+        ("nodes", t["nodes"]), ("GPU nodes", t["gpu_nodes"]), ("GPUs", t["gpus"]),
+        ("HBM", f"{format_bytes(t['hbm_bytes'])} ({t['hbm_bytes'] / 1e12:.1f} TB)"),
+        ("peak BF16 dense", f"{t['peak_bf16_dense_pflops']:.1f} PFLOP/s"),
+        ("peak FP8 dense", f"{t['peak_fp8_dense_pflops']:.1f} PFLOP/s"),
+        ("GPU TDP", f"{t['gpu_tdp_kw']:.1f} kW"), ("CPU cores", t["cpu_cores"]),
+        ("RAM", format_bytes(t["memory_bytes"])),
+    ):
+        head.add_row(k, str(v))
+    out.print(head)
+    groups = Table(title="node groups")
+    for col in ("group", "hosts", "nodes", "type", "scheduler", "GPUs", "roles"):
+        groups.add_column(col)
+    for g in data["node_groups"]:
+        groups.add_row(g["name"], g["hosts"], str(g["nodes"]), g["node_type"], g["scheduler"],
+                       f"{g['gpus']} x {g['gpu_model']}" if g["gpus"] else "-", ", ".join(g["roles"]))
+    out.print(groups)
+    if "fabric" in data:
+        f = data["fabric"]
+        fab = Table(title=f"fabric: {f['topology']}, {f['rate']}", show_header=False)
+        for k, v in (("rails", f["rails"]), ("scalable units", f"{f['su_count']} x {f['su_nodes']} nodes"),
+                     ("leaf switches", f["leaf_switches"]),
+                     ("spine switches", f"{f['spine_switches']} in {f['spine_groups']} group(s)"),
+                     ("injection per node", f"{f['node_injection_gbps']} Gb/s")):
+            fab.add_row(k, str(v))
+        out.print(fab)
+    if data["storage"]:
+        st = Table(title="storage", show_header=False)
+        if "lustre" in data["storage"]:
+            lu = data["storage"]["lustre"]
+            st.add_row("lustre", f"{lu['fsname']} at {lu['mountpoint']}: {format_bytes(lu['capacity_bytes'], False)}, "
+                                 f"{lu['bandwidth_bytes_per_s'] / 1e9:.0f} GB/s over {lu['lnet']}")
+        if "nvmeof" in data["storage"]:
+            nv = data["storage"]["nvmeof"]
+            st.add_row("nvme-of", f"{nv['targets']} target(s) over {nv['transport']}")
+        out.print(st)
+    sched = Table(title="schedulers")
+    for col in ("scheduler", "nodes", "GPUs"):
+        sched.add_column(col)
+    for name, s in data["schedulers"].items():
+        sched.add_row(name, str(s["nodes"]), str(s["gpus"]))
+    out.print(sched)
+
+
+@app.command()
+def schema() -> None:
+    """The blueprint's JSON Schema (for yaml-language-server and other editors)."""
+    from aiinfra.spec.schema import blueprint_schema
+
+    sys.stdout.write(json.dumps(blueprint_schema(), indent=2, sort_keys=True) + "\n")
+
+
+# ------------------------------------------------------------------ render
+
+
+@app.command()
+def render(
+    stack: StackOpt = None,
+    check: Annotated[bool, typer.Option("--check", help="write nothing; exit 1 if manifests/<env> is stale")] = False,
+) -> None:
+    """Render manifests/<env>/ (the GitOps tree) from the blueprint, atomically."""
+    from aiinfra.render import render_all
+    from aiinfra.render.writer import diff_tree, write_tree
+
+    loaded = load(stack, None)
+    cluster = loaded.cluster
+    artifacts = render_all(cluster)
+    target = paths.manifests_dir(cluster.env)
+    if check:
+        d = diff_tree(target, artifacts)
+        if d.clean:
+            out.print(f"manifests/{cluster.env}: up to date ({len(artifacts)} files)", highlight=False)
+            return
+        err.print(f"manifests/{cluster.env} differs from a fresh render: {len(d.changed)} changed, "
+                  f"{len(d.added)} missing, {len(d.removed)} stale", style="red", highlight=False)
+        for label, items in (("changed", d.changed), ("missing", d.added), ("stale", d.removed)):
+            for p in items[:20]:
+                err.print(f"  {label}: {p}", highlight=False)
+            if len(items) > 20:
+                err.print(f"  ... and {len(items) - 20} more {label}", highlight=False)
+        err.print(f"run: aiinfra render --stack {cluster.env}", highlight=False)
+        raise typer.Exit(1)
+    write_tree(target, artifacts)
+    out.print(f"manifests/{cluster.env}: wrote {len(artifacts)} files", highlight=False)
+
+
+# ------------------------------------------------------------------ inventory
+
+
+@app.command()
+def inventory(
+    stack: StackOpt = None,
+    list_: Annotated[bool, typer.Option("--list", help="all groups and host variables (JSON)")] = False,
+    host: Annotated[str | None, typer.Option("--host", help="one host's variables (JSON)")] = None,
+) -> None:
+    """Ansible dynamic inventory from the blueprint (`ansible-inventory -i playbooks/inventory.sh`)."""
+    from aiinfra.render.inventory import dynamic_list, inventory_model
+
+    if list_ == (host is not None):
+        raise UsageError("give exactly one of --list or --host NAME")
+    model = inventory_model(load(stack, None).cluster)
+    if list_:
+        sys.stdout.write(json.dumps(dynamic_list(model), sort_keys=True) + "\n")
+        return
+    if host not in model.hostvars:
+        from aiinfra.catalog.names import suggest
+
+        raise UsageError(f"no host '{host}' in this environment{suggest(host, list(model.hostvars))}")
+    sys.stdout.write(json.dumps(model.hostvars[host], sort_keys=True) + "\n")
+
+
+def _mount_optional() -> None:
+    """Sub-apps of later layers; each is optional so the core CLI always works."""
+    try:
+        from aiinfra.cli_plan import register as register_plan
+    except ImportError:
+        return
+    register_plan(app, load)
+
+
+_mount_optional()
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except AiinfraError as exc:
+        if isinstance(exc, BlueprintError):
+            print_problems(exc.file, exc.problems)
+            n = sum(1 for p in exc.problems if p.level is Level.ERROR)
+            err.print(f"{exc.file}: {n} error(s)", style="red", highlight=False)
+        else:
+            err.print(f"error: {exc}", style="red", highlight=False)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

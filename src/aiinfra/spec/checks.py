@@ -1,0 +1,391 @@
+"""Validators: relations between parts of a blueprint that its types cannot express.
+
+Each validator is a function registered with :func:`validator`; it yields Problems with a
+stable id (docs/validation.md lists them). Two phases:
+
+- ``blueprint`` validators see the parsed Blueprint and the expanded hostlists; they guard
+  everything :func:`aiinfra.spec.cluster.build_cluster` relies on.
+- ``cluster`` validators see the built Cluster (addresses, fabric): the planner's preflight lives
+  there.
+
+All validators of a phase run, so the user gets every problem at once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from ClusterShell.NodeSet import NodeSet
+
+from aiinfra.catalog.gpus import GPU_ALIASES, GPUS
+from aiinfra.catalog.links import LINK_RATES, link_rate
+from aiinfra.catalog.names import suggest
+from aiinfra.catalog.versions import check_versions
+from aiinfra.errors import Level, Problem
+from aiinfra.spec import addressing
+from aiinfra.spec.models import Blueprint
+
+
+@dataclass
+class BlueprintView:
+    bp: Blueprint
+    hosts: dict[str, tuple[str, ...]]  # node group -> expanded hosts
+
+
+Validator = Callable[..., Iterable[Problem]]
+_VALIDATORS: dict[str, list[Validator]] = {"blueprint": [], "cluster": []}
+
+
+def validator(phase: str = "blueprint") -> Callable[[Validator], Validator]:
+    def register(fn: Validator) -> Validator:
+        _VALIDATORS[phase].append(fn)
+        return fn
+
+    return register
+
+
+def run(phase: str, subject: object) -> list[Problem]:
+    problems: list[Problem] = []
+    for fn in _VALIDATORS[phase]:
+        problems.extend(fn(subject))
+    return problems
+
+
+def error(path: tuple, id: str, message: str, hint: str = "") -> Problem:
+    return Problem(path=path, id=id, message=message, hint=hint)
+
+
+def warning(path: tuple, id: str, message: str, hint: str = "") -> Problem:
+    return Problem(path=path, id=id, message=message, level=Level.WARNING, hint=hint)
+
+
+# ------------------------------------------------------------------ names and references
+
+
+def _duplicates(names: list[str]) -> Iterator[tuple[int, str]]:
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if name in seen:
+            yield i, name
+        seen.add(name)
+
+
+@validator()
+def unique_names(v: BlueprintView) -> Iterator[Problem]:
+    bp = v.bp
+    for section, items in (("node_groups", bp.node_groups), ("training", bp.training), ("serving", bp.serving)):
+        for i, name in _duplicates([x.name for x in items]):
+            yield error((section, i, "name"), "duplicate-name", f"'{name}' is declared twice in {section}",
+                        "give every entry its own name")
+    if bp.slurm:
+        for i, name in _duplicates([p.name for p in bp.slurm.partitions]):
+            yield error(("slurm", "partitions", i, "name"), "duplicate-name", f"partition '{name}' declared twice")
+
+
+@validator()
+def node_types_exist(v: BlueprintView) -> Iterator[Problem]:
+    for i, g in enumerate(v.bp.node_groups):
+        if g.type not in v.bp.node_types:
+            yield error(("node_groups", i, "type"), "undefined-node-type",
+                        f"node type '{g.type}' is not defined{suggest(g.type, v.bp.node_types)}",
+                        f"define it under node_types or use one of: {', '.join(sorted(v.bp.node_types))}")
+
+
+@validator()
+def catalog_references(v: BlueprintView) -> Iterator[Problem]:
+    for name, nt in v.bp.node_types.items():
+        if nt.gpu and nt.gpu.model.lower() not in GPUS and nt.gpu.model.lower() not in GPU_ALIASES:
+            yield error(("node_types", name, "gpu", "model"), "unknown-gpu-model",
+                        f"GPU model '{nt.gpu.model}' is not in the catalog{suggest(nt.gpu.model, list(GPUS))}",
+                        f"use one of: {', '.join(sorted(GPUS))}")
+        if nt.rails and nt.rails.rate not in LINK_RATES:
+            yield error(("node_types", name, "rails", "rate"), "unknown-link-rate",
+                        f"link rate '{nt.rails.rate}' is unknown{suggest(nt.rails.rate, list(LINK_RATES))}",
+                        f"use one of: {', '.join(LINK_RATES)}")
+        if nt.rails and not nt.gpu:
+            yield warning(("node_types", name, "rails"), "rails-without-gpus",
+                          "a node type with compute rails but no GPUs joins the GPU fabric")
+    fab = v.bp.fabric
+    if fab and fab.rate not in LINK_RATES:
+        yield error(("fabric", "rate"), "unknown-link-rate",
+                    f"link rate '{fab.rate}' is unknown{suggest(fab.rate, list(LINK_RATES))}",
+                    f"use one of: {', '.join(LINK_RATES)}")
+
+
+@validator()
+def hosts_unique(v: BlueprintView) -> Iterator[Problem]:
+    owner: dict[str, int] = {}
+    groups = v.bp.node_groups
+    reported: set[tuple[int, int]] = set()
+    for i, g in enumerate(groups):
+        for host in v.hosts[g.name]:
+            j = owner.setdefault(host, i)
+            if j == i or (j, i) in reported:
+                continue
+            reported.add((j, i))
+            both = NodeSet.fromlist(set(v.hosts[g.name]) & set(v.hosts[groups[j].name]))
+            other = groups[j]
+            if {g.scheduler, other.scheduler} >= {"slurm", "kubernetes"}:
+                yield error(("node_groups", i, "hosts"), "host-two-schedulers",
+                            f"{both} owned by both slurm (group '{other.name if other.scheduler == 'slurm' else g.name}') "
+                            f"and kubernetes (group '{g.name if g.scheduler == 'kubernetes' else other.name}')",
+                            "a node belongs to exactly one scheduler: remove it from one group")
+            else:
+                yield error(("node_groups", i, "hosts"), "duplicate-host",
+                            f"{both} also in node group '{other.name}' (node_groups[{j}])",
+                            "a host belongs to one node group; give it the union of roles there")
+
+
+@validator()
+def role_hosts_declared(v: BlueprintView) -> Iterator[Problem]:
+    fab = v.bp.fabric
+    all_hosts = {h for hosts in v.hosts.values() for h in hosts}
+    if fab and fab.subnet_managers:
+        missing = NodeSet.fromlist([h for h in NodeSet(fab.subnet_managers) if h not in all_hosts])
+        if len(missing):
+            yield error(("fabric", "subnet_managers"), "undefined-host",
+                        f"{missing} is not in any node group", "declare the host in node_groups first")
+
+
+# ------------------------------------------------------------------ networks
+
+
+@validator()
+def networks_fit(v: BlueprintView) -> Iterator[Problem]:
+    bp = v.bp
+    nets = bp.networks
+    sizes = {name: len(hosts) for name, hosts in v.hosts.items()}
+    flat = [("management", nets.management), ("bmc", nets.bmc)] + ([("storage", nets.storage)] if nets.storage else [])
+    blocks = addressing.plan_blocks(bp.node_groups, sizes, nets.management.first_host)
+    for a, b in addressing.overlapping_blocks(blocks):
+        i = next(k for k, g in enumerate(bp.node_groups) if g.name == b.group)
+        yield error(("node_groups", i, "address_index"), "address-overlap",
+                    f"host indices {b.first}-{b.last} of '{b.group}' overlap {a.first}-{a.last} of '{a.group}'",
+                    f"set address_index to {a.last + 1} or more")
+    highest = max((b.last for b in blocks), default=0)
+    for key, net in flat:
+        cap = addressing.host_capacity(net.cidr)
+        if highest > cap:
+            yield error(("networks", key, "cidr"), "cidr-too-small",
+                        f"{net.cidr} holds host indices up to {cap} but the plan needs {highest}",
+                        "use a shorter prefix (a larger network)")
+    if nets.ipoib:
+        rails = _max_rails(bp)
+        subnets = addressing.rail_subnets(nets.ipoib.cidr, nets.ipoib.rail_prefix, rails)
+        if len(subnets) < rails:
+            yield error(("networks", "ipoib", "rail_prefix"), "cidr-too-small",
+                        f"{nets.ipoib.cidr} splits into {len(subnets)} /{nets.ipoib.rail_prefix} rail subnets, "
+                        f"{rails} rails need one each", "shorten the ipoib prefix or lengthen rail_prefix")
+        elif subnets and highest > subnets[0].num_addresses - 2:
+            yield error(("networks", "ipoib", "rail_prefix"), "cidr-too-small",
+                        f"a /{nets.ipoib.rail_prefix} rail subnet holds {subnets[0].num_addresses - 2} hosts, "
+                        f"the plan needs index {highest}", "use a shorter rail_prefix")
+    # overlaps between every pair of declared networks, Kubernetes' included
+    named: list[tuple[tuple, str]] = [(("networks", k, "cidr"), n.cidr) for k, n in flat]
+    if nets.ipoib:
+        named.append((("networks", "ipoib", "cidr"), nets.ipoib.cidr))
+    if bp.kubernetes:
+        named += [(("kubernetes", "pod_cidr"), bp.kubernetes.pod_cidr),
+                  (("kubernetes", "service_cidr"), bp.kubernetes.service_cidr)]
+    for i, (path_a, a) in enumerate(named):
+        for path_b, b in named[i + 1:]:
+            if ipaddress.IPv4Network(a).overlaps(ipaddress.IPv4Network(b)):
+                yield error(path_b, "cidr-overlap", f"{b} overlaps {a} ({'.'.join(map(str, path_a))})",
+                            "give every network its own range")
+
+
+def _max_rails(bp: Blueprint) -> int:
+    return max((len(NodeSet(nt.rails.hcas)) for nt in bp.node_types.values() if nt.rails), default=0)
+
+
+# ------------------------------------------------------------------ fabric
+
+
+@validator()
+def fabric_fits(v: BlueprintView) -> Iterator[Problem]:
+    bp = v.bp
+    gpu_nodes = sum(len(v.hosts[g.name]) for g in bp.node_groups
+                    if g.type in bp.node_types and bp.node_types[g.type].rails)
+    if not gpu_nodes:
+        return
+    fab = bp.fabric
+    if fab is None:
+        yield error(("fabric",), "missing-fabric", "node types declare compute rails but there is no fabric section",
+                    "add fabric: {topology, rate, su_nodes}")
+        return
+    rails_per_type = {len(NodeSet(nt.rails.hcas)) for nt in bp.node_types.values() if nt.rails}
+    if len(rails_per_type) > 1:
+        yield error(("node_types",), "rails-mismatch",
+                    f"node types on one fabric declare different rail counts: {sorted(rails_per_type)}",
+                    "every GPU node type on the fabric needs the same number of rails")
+    if fab.rate not in LINK_RATES:
+        return
+    radix = fab.switch_radix or link_rate(fab.rate).switch_radix
+    if fab.su_nodes > radix // 2:
+        yield warning(("fabric", "su_nodes"), "fabric-oversubscribed",
+                      f"{fab.su_nodes} nodes per SU exceed the {radix // 2} down-ports of a {radix}-port leaf",
+                      f"use su_nodes <= {radix // 2} for a non-blocking leaf")
+    if gpu_nodes % fab.su_nodes:
+        yield warning(("fabric", "su_nodes"), "fabric-partial-su",
+                      f"{gpu_nodes} GPU nodes do not fill SUs of {fab.su_nodes}: the last SU has "
+                      f"{gpu_nodes % fab.su_nodes}", "add nodes to fill the SU or accept a partial one")
+    su_count = -(-gpu_nodes // fab.su_nodes)
+    if su_count > radix:
+        yield error(("fabric", "su_nodes"), "fabric-too-large",
+                    f"{su_count} SUs exceed the {radix} leaves one two-level spine group can connect",
+                    "use larger SUs or a three-level fabric (not modelled)")
+    # a scheduler boundary inside an SU shares leaf switches between Slurm and Kubernetes
+    position = 0
+    for i, g in enumerate(bp.node_groups):
+        nt = bp.node_types.get(g.type)
+        if not (nt and nt.rails):
+            continue
+        if position % fab.su_nodes:
+            yield warning(("node_groups", i, "hosts"), "fabric-su-split",
+                          f"group '{g.name}' starts inside SU {position // fab.su_nodes + 1}",
+                          f"align groups of GPU nodes to multiples of {fab.su_nodes} nodes")
+        position += len(v.hosts[g.name])
+
+
+# ------------------------------------------------------------------ schedulers
+
+
+@validator()
+def scheduler_sections(v: BlueprintView) -> Iterator[Problem]:
+    bp = v.bp
+    by_name = {g.name: g for g in bp.node_groups}
+    roles = {r for g in bp.node_groups for r in g.roles}
+    uses_slurm = any(g.scheduler == "slurm" for g in bp.node_groups)
+    uses_k8s = any(g.scheduler == "kubernetes" for g in bp.node_groups)
+    if uses_slurm and bp.slurm is None:
+        yield error(("slurm",), "missing-section", "node groups use scheduler 'slurm' but there is no slurm section")
+    if uses_slurm and "slurm_controller" not in roles:
+        yield error(("node_groups",), "missing-role", "node groups use scheduler 'slurm' but no group has role "
+                    "slurm_controller", "add roles: [slurm_controller] to a management group")
+    if uses_slurm and not bp.versions.slurm:
+        yield error(("versions", "slurm"), "missing-version", "Slurm is used but versions.slurm is not pinned")
+    if uses_k8s and "k8s_control_plane" not in roles:
+        yield error(("node_groups",), "missing-role", "node groups use scheduler 'kubernetes' but no group has "
+                    "role k8s_control_plane", "add roles: [k8s_control_plane] to a group")
+    if uses_k8s and not bp.versions.kubernetes:
+        yield error(("versions", "kubernetes"), "missing-version",
+                    "Kubernetes is used but versions.kubernetes is not pinned")
+    for i, g in enumerate(bp.node_groups):
+        nt = bp.node_types.get(g.type)
+        if nt and nt.gpu and g.scheduler == "none":
+            yield warning(("node_groups", i, "scheduler"), "gpu-nodes-unscheduled",
+                          f"GPU group '{g.name}' has no scheduler: its GPUs run nothing",
+                          "set scheduler: slurm or kubernetes")
+    if bp.slurm:
+        for i, part in enumerate(bp.slurm.partitions):
+            for j, ref in enumerate(part.node_groups):
+                path = ("slurm", "partitions", i, "node_groups", j)
+                if ref not in by_name:
+                    yield error(path, "undefined-node-group",
+                                f"node group '{ref}' is not defined{suggest(ref, by_name)}")
+                elif by_name[ref].scheduler != "slurm":
+                    yield error(path, "wrong-scheduler",
+                                f"node group '{ref}' has scheduler '{by_name[ref].scheduler}', not slurm",
+                                "a partition holds only groups with scheduler: slurm")
+        defaults = [p.name for p in bp.slurm.partitions if p.default]
+        if len(defaults) > 1:
+            yield error(("slurm", "partitions"), "several-defaults", f"partitions {defaults} are all default")
+        qos_names = {q.name for q in bp.slurm.qos}
+        for i, q in enumerate(bp.slurm.qos):
+            for j, other in enumerate(q.preempt):
+                if other not in qos_names:
+                    yield error(("slurm", "qos", i, "preempt", j), "undefined-qos",
+                                f"QoS '{other}' is not defined{suggest(other, qos_names)}")
+
+
+# ------------------------------------------------------------------ workloads
+
+
+@validator()
+def workload_groups(v: BlueprintView) -> Iterator[Problem]:
+    bp = v.bp
+    by_name = {g.name: g for g in bp.node_groups}
+    for section, items, want in (("training", bp.training, ("slurm", "kubernetes")),
+                                 ("serving", bp.serving, ("kubernetes", "slurm"))):
+        for i, item in enumerate(items):
+            ref = item.node_group
+            if ref not in by_name:
+                yield error((section, i, "node_group"), "undefined-node-group",
+                            f"node group '{ref}' is not defined{suggest(ref, by_name)}")
+                continue
+            group = by_name[ref]
+            nt = bp.node_types.get(group.type)
+            if nt is not None and nt.gpu is None:
+                yield error((section, i, "node_group"), "no-gpus", f"node group '{ref}' has no GPUs")
+            if group.scheduler not in want:
+                yield error((section, i, "node_group"), "wrong-scheduler",
+                            f"node group '{ref}' has scheduler '{group.scheduler}'",
+                            "run workloads on a group with scheduler slurm or kubernetes")
+            nodes = getattr(item, "nodes", None)
+            if nodes is not None and nodes > len(v.hosts[ref]):
+                yield error((section, i, "nodes"), "too-many-nodes",
+                            f"{nodes} nodes requested but group '{ref}' has {len(v.hosts[ref])}",
+                            f"use at most {len(v.hosts[ref])} nodes")
+    for i, job in enumerate(bp.training):
+        if job.global_batch is not None and job.global_batch_tokens is not None:
+            yield error(("training", i, "global_batch_tokens"), "conflicting-keys",
+                        "give global_batch (sequences) or global_batch_tokens, not both")
+        if job.global_batch is None and job.global_batch_tokens is None:
+            yield error(("training", i, "global_batch"), "missing-key",
+                        "the global batch is not set", "set global_batch (sequences) or global_batch_tokens")
+    for i, item in enumerate([*bp.training, *bp.serving]):
+        if item.image is not None and item.image not in bp.versions.images:
+            section, idx = ("training", i) if i < len(bp.training) else ("serving", i - len(bp.training))
+            yield error((section, idx, "image"), "undefined-image",
+                        f"image '{item.image}' is not pinned in versions.images{suggest(item.image, bp.versions.images)}")
+
+
+# ------------------------------------------------------------------ versions
+
+
+@validator()
+def versions_compatible(v: BlueprintView) -> Iterator[Problem]:
+    versions = v.bp.versions.model_dump()
+    for hit in check_versions(versions):
+        yield error(("versions", hit.fields[0]), hit.rule, hit.message, "pin compatible versions")
+    for key in ("nvidia_driver", "cuda", "nccl", "doca_ofed", "kernel"):
+        try:
+            from aiinfra.catalog.versions import version_tuple
+
+            version_tuple(versions[key])
+        except ValueError as exc:
+            yield error(("versions", key), "bad-version", str(exc))
+
+
+# ------------------------------------------------------------------ silencing
+
+
+KNOWN_WARNINGS = {
+    "rails-without-gpus", "fabric-oversubscribed", "fabric-partial-su", "fabric-su-split", "gpu-nodes-unscheduled",
+}
+
+
+def apply_silence(bp_silence: list[str], problems: list[Problem]) -> list[Problem]:
+    """Drop silenced warnings; report silencing of an error or of an unknown id."""
+    error_ids = {p.id for p in problems if p.level is Level.ERROR}
+    out = [p for p in problems if not (p.level is Level.WARNING and p.id in bp_silence)]
+    for i, sid in enumerate(bp_silence):
+        if sid in error_ids or (sid not in KNOWN_WARNINGS and sid in _ALL_ERROR_IDS):
+            out.append(error(("silence", i), "cannot-silence-error", f"'{sid}' is an error and cannot be silenced",
+                             "fix the blueprint instead"))
+        elif sid not in KNOWN_WARNINGS:
+            out.append(warning(("silence", i), "unknown-warning-id",
+                               f"'{sid}' is not a warning id{suggest(sid, sorted(KNOWN_WARNINGS))}"))
+    return out
+
+
+_ALL_ERROR_IDS = {
+    "duplicate-name", "undefined-node-type", "unknown-gpu-model", "unknown-link-rate", "host-two-schedulers",
+    "duplicate-host", "undefined-host", "address-overlap", "cidr-too-small", "cidr-overlap", "missing-fabric",
+    "rails-mismatch", "fabric-too-large", "missing-section", "missing-role", "missing-version",
+    "undefined-node-group", "wrong-scheduler", "several-defaults", "undefined-qos", "no-gpus", "too-many-nodes",
+    "conflicting-keys", "missing-key", "undefined-image", "driver-too-old-for-cuda", "unknown-cuda-version",
+    "nccl-too-old", "bad-version", "unknown-key", "wrong-type", "invalid-value",
+}

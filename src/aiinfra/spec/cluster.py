@@ -1,0 +1,205 @@
+"""The validated, derived cluster: what every planner and renderer reads.
+
+Built once from a Blueprint that passed :mod:`aiinfra.spec.checks`. Hosts are expanded from the
+hostlists, each gets its addresses and (GPU nodes) its SU, leaves and IPoIB addresses per rail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from ClusterShell.NodeSet import NodeSet
+
+from aiinfra.catalog.gpus import GpuModel, gpu
+from aiinfra.catalog.links import link_rate
+from aiinfra.spec import addressing
+from aiinfra.spec.fabric import FabricSummary, RailPort, leaf_name, spine_group_name, su_name, summarize
+from aiinfra.spec.models import Blueprint, NodeGroup, NodeType
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    name: str
+    group: str
+    index: int  # host index in every network (see addressing)
+    management_address: str
+    bmc_address: str
+    storage_address: str | None
+    su: int | None  # 1-based scalable unit, GPU nodes only
+    rails: tuple[RailPort, ...]
+
+
+@dataclass(frozen=True)
+class Group:
+    """A node group with its resolved node type and hosts."""
+
+    spec: NodeGroup
+    node_type: NodeType
+    hosts: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def scheduler(self) -> str:
+        return self.spec.scheduler
+
+    @property
+    def roles(self) -> list[str]:
+        return list(self.spec.roles)
+
+    @property
+    def gpu(self) -> GpuModel | None:
+        return gpu(self.node_type.gpu.model) if self.node_type.gpu else None
+
+    @property
+    def gpus_per_node(self) -> int:
+        return self.node_type.gpu.count if self.node_type.gpu else 0
+
+    @property
+    def node_count(self) -> int:
+        return len(self.hosts)
+
+    @property
+    def gpu_count(self) -> int:
+        return self.node_count * self.gpus_per_node
+
+    @property
+    def hostlist(self) -> str:
+        return str(NodeSet.fromlist(self.hosts))
+
+    @property
+    def ansible_group(self) -> str:
+        return ansible_name(self.name)
+
+
+def ansible_name(name: str) -> str:
+    return name.replace("-", "_")
+
+
+@dataclass
+class Cluster:
+    """The environment after validation: the single input of plan and render."""
+
+    env: str
+    source: str  # the blueprint file, for messages
+    blueprint: Blueprint
+    groups: dict[str, Group]
+    hosts: dict[str, Host] = field(default_factory=dict)
+    fabric: FabricSummary | None = None
+
+    @property
+    def name(self) -> str:
+        return self.blueprint.name
+
+    @cached_property
+    def gpu_groups(self) -> list[Group]:
+        return [g for g in self.groups.values() if g.gpus_per_node]
+
+    def groups_with_role(self, role: str) -> list[Group]:
+        return [g for g in self.groups.values() if role in g.spec.roles]
+
+    def hosts_with_role(self, role: str) -> list[str]:
+        return [h for g in self.groups_with_role(role) for h in g.hosts]
+
+    def groups_for_scheduler(self, scheduler: str) -> list[Group]:
+        return [g for g in self.groups.values() if g.scheduler == scheduler]
+
+    def hosts_in_su(self, su: int) -> list[str]:
+        return [h.name for h in self.hosts.values() if h.su == su]
+
+    @cached_property
+    def totals(self) -> dict[str, float | int]:
+        gpus = sum(g.gpu_count for g in self.gpu_groups)
+        hbm = sum(g.gpu_count * g.gpu.memory_bytes for g in self.gpu_groups)
+        bf16 = sum(g.gpu_count * g.gpu.bf16_dense_tflops for g in self.gpu_groups)
+        fp8 = sum(g.gpu_count * (g.gpu.fp8_dense_tflops or 0) for g in self.gpu_groups)
+        return {
+            "nodes": len(self.hosts),
+            "gpu_nodes": sum(g.node_count for g in self.gpu_groups),
+            "gpus": gpus,
+            "hbm_bytes": hbm,
+            "peak_bf16_dense_pflops": round(bf16 / 1000, 3),
+            "peak_fp8_dense_pflops": round(fp8 / 1000, 3),
+            "gpu_tdp_w": sum(g.gpu_count * g.gpu.tdp_w for g in self.gpu_groups),
+            "cpu_cores": sum(
+                g.node_count * g.node_type.cpu.sockets * g.node_type.cpu.cores_per_socket for g in self.groups.values()
+            ),
+            "memory_bytes": sum(g.node_count * g.node_type.memory for g in self.groups.values()),
+        }
+
+
+def expand_groups(bp: Blueprint) -> dict[str, tuple[str, ...]]:
+    """Hosts of every node group, in hostlist order."""
+    return {g.name: tuple(NodeSet(g.hosts)) for g in bp.node_groups}
+
+
+def build_cluster(env: str, source: str, bp: Blueprint, expanded: dict[str, tuple[str, ...]]) -> Cluster:
+    """Derive hosts, addresses and fabric. Assumes :func:`aiinfra.spec.checks.check` found no error."""
+    groups = {g.name: Group(g, bp.node_types[g.type], expanded[g.name]) for g in bp.node_groups}
+    nets = bp.networks
+    sizes = {name: len(hosts) for name, hosts in expanded.items()}
+    blocks = {b.group: b for b in addressing.plan_blocks(bp.node_groups, sizes, nets.management.first_host)}
+
+    mgmt_base = addressing.network_base(nets.management.cidr)
+    bmc_base = addressing.network_base(nets.bmc.cidr)
+    storage_base = addressing.network_base(nets.storage.cidr) if nets.storage else None
+
+    fabric_spec = bp.fabric
+    gpu_positions: dict[str, int] = {}
+    for group in groups.values():
+        if group.node_type.rails:
+            for host in group.hosts:
+                gpu_positions[host] = len(gpu_positions)
+
+    fabric = None
+    rail_hcas: dict[str, list[str]] = {}
+    rail_nets: list = []
+    if fabric_spec is not None and gpu_positions:
+        rails = max(len(NodeSet(g.node_type.rails.hcas)) for g in groups.values() if g.node_type.rails)
+        rate = link_rate(fabric_spec.rate)
+        radix = fabric_spec.switch_radix or rate.switch_radix
+        fabric = summarize(fabric_spec.topology, rate.name, rate.gbps, rails, fabric_spec.su_nodes,
+                           len(gpu_positions), radix)
+        if nets.ipoib:
+            rail_nets = addressing.rail_subnets(nets.ipoib.cidr, nets.ipoib.rail_prefix, rails)
+
+    hosts: dict[str, Host] = {}
+    for group in groups.values():
+        block = blocks[group.name]
+        if group.node_type.rails and group.name not in rail_hcas:
+            rail_hcas[group.name] = list(NodeSet(group.node_type.rails.hcas))
+        hcas = rail_hcas.get(group.name, [])
+        for offset, name in enumerate(group.hosts):
+            index = block.first + offset
+            su = None
+            ports: tuple[RailPort, ...] = ()
+            if name in gpu_positions and fabric is not None:
+                su = gpu_positions[name] // fabric.su_nodes + 1
+                ports = tuple(
+                    RailPort(
+                        rail=r,
+                        hca=hca,
+                        leaf=leaf_name(su, r),
+                        spine_group=spine_group_name(fabric.topology, r),
+                        ipoib_address=addressing.address(int(rail_nets[r].network_address), index) if rail_nets else None,
+                        ipoib_prefix=rail_nets[r].prefixlen if rail_nets else None,
+                    )
+                    for r, hca in enumerate(hcas)
+                )
+            hosts[name] = Host(
+                name=name,
+                group=group.name,
+                index=index,
+                management_address=addressing.address(mgmt_base, index),
+                bmc_address=addressing.address(bmc_base, index),
+                storage_address=addressing.address(storage_base, index) if storage_base is not None else None,
+                su=su,
+                rails=ports,
+            )
+    return Cluster(env=env, source=source, blueprint=bp, groups=groups, hosts=hosts, fabric=fabric)
+
+
+__all__ = ["Cluster", "Group", "Host", "build_cluster", "expand_groups", "su_name", "ansible_name"]

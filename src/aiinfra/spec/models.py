@@ -1,0 +1,365 @@
+"""The blueprint's shape: pydantic models of ``aiinfra:cluster``.
+
+These models check types, units, allowed values and unknown keys. Relations between parts
+(references, overlaps, topology fit) are checked in :mod:`aiinfra.spec.checks`; derived facts
+(hosts, addresses, fabric) are built in :mod:`aiinfra.spec.cluster`.
+Every field has a description: ``aiinfra schema`` publishes them for editors.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Literal
+
+from ClusterShell.NodeSet import NodeSet, NodeSetParseError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
+
+from aiinfra.spec.units import parse_bytes, parse_bytes_per_s
+
+
+class Strict(BaseModel):
+    """Base: unknown keys are errors; values are not silently coerced between types."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _nodeset(value: object, pattern: str, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("expected a hostlist expression such as 'gpu[001-512]'")
+    try:
+        nodes = NodeSet(value)
+    except NodeSetParseError as exc:
+        raise ValueError(f"'{value}' is not a valid hostlist expression ({exc})") from None
+    if len(nodes) == 0:
+        raise ValueError(f"'{value}' names no host")
+    bad = [n for n in nodes if not re.fullmatch(pattern, n)]
+    if bad:
+        raise ValueError(f"'{bad[0]}' is not a valid {what}")
+    return value
+
+
+def _hostlist(value: object) -> str:
+    return _nodeset(value, r"[a-z0-9]([a-z0-9-]*[a-z0-9])?", "hostname (lower-case letters, digits and '-')")
+
+
+def _devicelist(value: object) -> str:
+    return _nodeset(value, r"[a-z0-9][a-z0-9_]*", "device name (e.g. mlx5_0)")
+
+
+def _cidr(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected an IPv4 CIDR such as '10.0.0.0/16'")
+    try:
+        net = ipaddress.IPv4Network(value, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"'{value}' is not an IPv4 network in CIDR form ({exc})") from None
+    return str(net)
+
+
+def _name(value: str) -> str:
+    if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", value):
+        raise ValueError(f"'{value}' is not a valid name: lower-case letters, digits and '-', at most 63")
+    return value
+
+
+Hostlist = Annotated[str, AfterValidator(_hostlist), WithJsonSchema({"type": "string", "description": "hostlist"})]
+DeviceList = Annotated[str, AfterValidator(_devicelist), WithJsonSchema({"type": "string", "examples": ["mlx5_[0-7]"]})]
+Cidr = Annotated[str, AfterValidator(_cidr), WithJsonSchema({"type": "string", "format": "ipv4-cidr"})]
+Name = Annotated[str, AfterValidator(_name)]
+Bytes = Annotated[
+    int,
+    BeforeValidator(parse_bytes),
+    PlainSerializer(lambda v: v),
+    WithJsonSchema({"type": "string", "pattern": r"^[0-9.]+\s*[KMGTP]?i?B$", "examples": ["2TiB", "100PB"]}),
+]
+BytesPerS = Annotated[
+    float,
+    BeforeValidator(parse_bytes_per_s),
+    WithJsonSchema({"type": "string", "examples": ["1TB/s", "400Gb/s"]}),
+]
+Auto = Literal["auto"]
+PosInt = Annotated[int, Field(ge=1)]
+Fraction = Annotated[float, Field(gt=0, le=1)]
+
+
+# ---------------------------------------------------------------- hardware
+
+
+class GpuSpec(Strict):
+    model: str = Field(description="GPU model from the catalog, e.g. h100-80gb (aiinfra size lists them)")
+    count: PosInt = Field(description="GPUs per node")
+
+
+class CpuSpec(Strict):
+    sockets: PosInt = Field(description="CPU sockets per node")
+    cores_per_socket: PosInt = Field(description="physical cores per socket")
+    threads_per_core: Annotated[int, Field(ge=1, le=2)] = Field(1, description="1 (SMT off) or 2")
+
+
+class RailSpec(Strict):
+    hcas: DeviceList = Field(description="compute HCAs in rail order, e.g. 'mlx5_[0-7]': one rail each")
+    rate: str = Field("ndr400", description="link rate per HCA port (catalog: hdr200, ndr200, ndr400, xdr800)")
+
+
+class NodeType(Strict):
+    gpu: GpuSpec | None = Field(None, description="GPUs of this node type; absent for CPU-only nodes")
+    cpu: CpuSpec
+    memory: Bytes = Field(description="RAM per node, with unit, e.g. 2TiB")
+    rails: RailSpec | None = Field(None, description="compute fabric HCAs, one per rail (GPU nodes)")
+    storage_hca: str | None = Field(None, description="HCA (or NIC) of the separate storage/management port")
+    local_nvme: Bytes | None = Field(None, description="local NVMe scratch per node, e.g. 30TB")
+
+
+# ---------------------------------------------------------------- networks and fabric
+
+
+class Network(Strict):
+    cidr: Cidr = Field(description="IPv4 network the plan allocates from")
+    first_host: Annotated[int, Field(ge=1)] = Field(
+        10, description="host index of the first allocated address (lower ones kept for gateways, VIPs)"
+    )
+
+
+class IpoibNetwork(Network):
+    rail_prefix: Annotated[int, Field(ge=8, le=30)] = Field(
+        description="prefix length of each rail's subnet; rail r takes the r-th subnet of cidr"
+    )
+
+
+class Networks(Strict):
+    management: Network = Field(description="Ethernet management network (ansible_host)")
+    bmc: Network = Field(description="baseboard management controllers (IPMI/Redfish)")
+    storage: Network | None = Field(None, description="storage port network (IPoIB for LNet o2ib, NVMe-oF)")
+    ipoib: IpoibNetwork | None = Field(None, description="IPoIB on the compute rails, one subnet per rail")
+
+
+class Fabric(Strict):
+    topology: Literal["rail-optimized-fat-tree", "fat-tree"] = Field(
+        "rail-optimized-fat-tree",
+        description="rail-optimized: rail r of every node in an SU meets on that SU's leaf r; spines per rail",
+    )
+    rate: str = Field("ndr400", description="fabric link rate (catalog)")
+    su_nodes: PosInt = Field(32, description="GPU nodes per scalable unit (SU); one leaf switch per rail per SU")
+    switch_radix: PosInt | None = Field(None, description="ports per switch; default from the link rate's catalog entry")
+    subnet_managers: Hostlist | None = Field(None, description="hosts that run opensm (primary first)")
+    pkeys: list[str] = Field(default_factory=lambda: ["0x7fff"], description="InfiniBand partition keys")
+    sharp: bool = Field(False, description="SHARP in-network reductions available (NCCL CollNet)")
+
+
+# ---------------------------------------------------------------- nodes
+
+NodeRole = Literal[
+    "slurm_controller",
+    "slurmdbd",
+    "slurm_login",
+    "k8s_control_plane",
+    "subnet_manager",
+    "lustre_client",
+    "nvmeof_client",
+]
+
+
+class NodeGroup(Strict):
+    name: Name = Field(description="group name; also the Ansible group (with '_' for '-')")
+    hosts: Hostlist = Field(description="hostlist expression, e.g. gpu[001-480]")
+    type: str = Field(description="a key of node_types")
+    scheduler: Literal["slurm", "kubernetes", "none"] = Field(
+        "none", description="who runs workloads on these nodes: slurm (training), kubernetes (serving), none"
+    )
+    roles: list[NodeRole] = Field(default_factory=list, description="service roles these hosts carry")
+    address_index: Annotated[int, Field(ge=1)] | None = Field(
+        None,
+        description="host index of the group's first host in every network; default: packed after the "
+        "previous group. Set it where a group may grow, so later groups keep their addresses",
+    )
+
+
+# ---------------------------------------------------------------- storage
+
+
+class Lustre(Strict):
+    fsname: Annotated[str, Field(pattern=r"^[a-z0-9]{1,8}$")] = Field(description="Lustre file system name")
+    mgs_nids: list[str] = Field(min_length=1, description="MGS NIDs, e.g. 10.2.255.1@o2ib")
+    mountpoint: str = Field("/lustre", description="client mount point")
+    mount_options: list[str] = Field(default_factory=lambda: ["flock", "lazystatfs"], description="mount options")
+    lnet: str = Field("o2ib0", description="LNet network of the clients")
+    capacity: Bytes = Field(description="usable capacity, e.g. 100PB")
+    bandwidth: BytesPerS = Field(description="aggregate write bandwidth, e.g. 1TB/s (checkpoint planning)")
+
+
+class NvmeofTarget(Strict):
+    nqn: str = Field(description="subsystem NQN")
+    address: str = Field(description="target address on the storage network")
+    port: Annotated[int, Field(ge=1, le=65535)] = 4420
+
+
+class Nvmeof(Strict):
+    transport: Literal["rdma", "tcp"] = "rdma"
+    targets: list[NvmeofTarget] = Field(min_length=1)
+
+
+class Storage(Strict):
+    lustre: Lustre | None = None
+    nvmeof: Nvmeof | None = None
+
+
+# ---------------------------------------------------------------- schedulers
+
+
+class Partition(Strict):
+    name: Name
+    node_groups: list[str] = Field(min_length=1, description="node groups (scheduler: slurm) in this partition")
+    default: bool = False
+    max_time: str = Field("UNLIMITED", description="Slurm time limit, e.g. 14-00:00:00")
+
+
+class Qos(Strict):
+    name: Name
+    priority: Annotated[int, Field(ge=0)] = 0
+    max_gpus_per_user: PosInt | None = None
+    preempt: list[str] = Field(default_factory=list, description="QoS names this one may preempt")
+
+
+class Slurm(Strict):
+    cluster_name: Name
+    state_save_location: str = Field(description="StateSaveLocation on storage shared by the controllers")
+    partitions: list[Partition] = Field(min_length=1)
+    qos: list[Qos] = Field(default_factory=list)
+    gres_autodetect: Literal["nvml", "off"] = Field(
+        "nvml", description="nvml: slurmd detects GPUs; off: explicit File= lines with CPU and NIC affinity"
+    )
+    def_mem_per_gpu: Bytes | None = Field(None, description="DefMemPerGPU; default: node RAM share per GPU")
+
+
+class Kubernetes(Strict):
+    pod_cidr: Cidr = "10.244.0.0/16"
+    service_cidr: Cidr = "10.96.0.0/12"
+    cni: Literal["calico", "cilium"] = "calico"
+    api_vip: str | None = Field(None, description="control-plane endpoint (VIP or DNS name)")
+
+
+# ---------------------------------------------------------------- software versions (ONE place)
+
+
+class Versions(Strict):
+    os: Literal["ubuntu-22.04", "ubuntu-24.04", "rocky-9", "rhel-9"]
+    kernel: str
+    nvidia_driver: str
+    cuda: str
+    nccl: str
+    doca_ofed: str
+    lustre_client: str | None = None
+    slurm: str | None = None
+    kubernetes: str | None = None
+    charts: dict[str, str] = Field(default_factory=dict, description="Helm chart versions by chart name")
+    images: dict[str, str] = Field(default_factory=dict, description="container images, pinned, by purpose")
+
+
+# ---------------------------------------------------------------- models, training, serving
+
+
+class ModelArchitecture(Strict):
+    family: str = Field(description="tokenizer family; a speculative draft must share it")
+    layers: PosInt
+    hidden: PosInt
+    ffn_hidden: PosInt
+    heads: PosInt
+    kv_heads: PosInt
+    vocab: PosInt
+    experts: PosInt = Field(1, description="MoE experts per layer (1: dense)")
+    experts_per_token: PosInt = 1
+    tied_embeddings: bool = False
+
+
+Recompute = Literal["none", "selective", "full"]
+
+
+class TrainingJob(Strict):
+    name: Name
+    model: str = Field(description="catalog model (e.g. llama3-70b) or a key of models")
+    node_group: str = Field(description="node group to run on; its scheduler runs the job")
+    nodes: PosInt
+    framework: Literal["megatron", "deepspeed"] = "megatron"
+    tp: PosInt | Auto = "auto"
+    pp: PosInt | Auto = "auto"
+    dp: PosInt | Auto = "auto"
+    cp: PosInt | Auto = 1
+    virtual_pipeline_stages: PosInt | Auto = 1
+    seq_len: PosInt = 8192
+    micro_batch: PosInt = 1
+    global_batch: PosInt | None = Field(None, description="sequences per step (or global_batch_tokens)")
+    global_batch_tokens: PosInt | None = Field(None, description="tokens per step")
+    precision: Literal["bf16", "fp8"] = "bf16"
+    zero_stage: Annotated[int, Field(ge=0, le=3)] = 1
+    fsdp: bool = False
+    recompute: Recompute = "selective"
+    sequence_parallel: bool = True
+    distributed_optimizer: bool = True
+    tokens: Annotated[float, Field(gt=0, strict=False)] = Field(description="token budget, e.g. 15.0e12")
+    mfu: Annotated[float, Field(gt=0, lt=1, strict=False)] | None = Field(
+        None, description="model FLOPs utilisation assumed; default from the planner"
+    )
+    image: str | None = Field(None, description="key of versions.images; default by framework")
+    checkpoint_dir: str | None = None
+
+
+class Speculative(Strict):
+    draft_model: str
+    num_tokens: Annotated[int, Field(ge=1, le=16)] = 5
+    acceptance_rate: Annotated[float, Field(gt=0, lt=1, strict=False)] = Field(
+        0.7, description="expected per-token acceptance rate of the draft"
+    )
+
+
+class ServingDeployment(Strict):
+    name: Name
+    model: str
+    node_group: str
+    engine: Literal["vllm", "tensorrt-llm"] = "vllm"
+    quantization: Literal["none", "fp8", "int8", "awq-int4", "gptq-int4"] = "none"
+    dtype: Literal["bf16", "fp16"] = "bf16"
+    kv_cache_dtype: Literal["auto", "fp8"] = "auto"
+    max_model_len: PosInt = 8192
+    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1, strict=False)] = 0.9
+    tp: PosInt | Auto = "auto"
+    pp: PosInt | Auto = 1
+    replicas: PosInt | Auto = "auto"
+    target_tokens_per_s: Annotated[float, Field(gt=0, strict=False)] | None = None
+    speculative: Speculative | None = None
+    image: str | None = Field(None, description="key of versions.images; default by engine")
+
+
+# ---------------------------------------------------------------- site
+
+
+class Site(Strict):
+    power_budget: Annotated[float, Field(gt=0, strict=False)] = Field(description="site IT power budget in kW")
+    pue: Annotated[float, Field(ge=1, le=3, strict=False)] = 1.2
+    node_overhead_w: Annotated[int, Field(ge=0)] = Field(
+        2000, description="non-GPU power per GPU node (CPUs, NICs, fans, NVSwitch) in W"
+    )
+    gpu_annual_failure_rate: Annotated[float, Field(gt=0, lt=1, strict=False)] = 0.05
+
+
+# ---------------------------------------------------------------- the blueprint
+
+
+class Blueprint(Strict):
+    """The whole environment: ``config: aiinfra:cluster:`` in stacks/Pulumi.<env>.yaml."""
+
+    name: Name = Field(description="environment name, e.g. nacc-prod")
+    description: str = ""
+    silence: list[str] = Field(default_factory=list, description="warning ids to silence (errors cannot be)")
+    site: Site | None = None
+    versions: Versions
+    node_types: dict[str, NodeType] = Field(min_length=1)
+    networks: Networks
+    fabric: Fabric | None = None
+    node_groups: list[NodeGroup] = Field(min_length=1)
+    storage: Storage = Field(default_factory=Storage)
+    slurm: Slurm | None = None
+    kubernetes: Kubernetes | None = None
+    models: dict[str, ModelArchitecture] = Field(default_factory=dict, description="custom architectures")
+    training: list[TrainingJob] = Field(default_factory=list)
+    serving: list[ServingDeployment] = Field(default_factory=list)
