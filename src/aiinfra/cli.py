@@ -237,7 +237,8 @@ _mount_optional()
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # typer.Exit inside a command comes back as the return value
+        sys.exit(code if isinstance(code, int) else 0)
     except AiinfraError as exc:
         if isinstance(exc, BlueprintError):
             print_problems(exc.file, exc.problems)
@@ -250,10 +251,8 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except typer.Abort:
         sys.exit(130)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except Exception as exc:  # usage errors of the option parser arrive here in non-standalone mode
+        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             sys.exit(exc.exit_code)
         raise

@@ -10,6 +10,7 @@ scheduler (``slurm_compute``, ``k8s_worker``), ``gpu_nodes``, and one per scalab
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from aiinfra.render import Artifacts, renderer
@@ -108,16 +109,34 @@ def dynamic_list(model: InventoryModel) -> dict:
 
 @renderer("inventory", "Ansible inventory: groups per node group, role, scheduler and SU")
 def render_inventory(cluster: Cluster) -> Artifacts:
+    """A YAML inventory with one line per host (its variables as a JSON flow mapping, which YAML
+    reads as is): fast to write for 16,384 hosts and a one-line diff when a host changes."""
     model = inventory_model(cluster)
-    children: dict = {}
+    lines = [
+        f"# Ansible inventory of '{cluster.env}', rendered by aiinfra from {cluster.source}. Do not edit.",
+        "all:",
+        "  vars:",
+        _indent(dump_yaml(model.all_vars), 4),
+        "  hosts:",
+    ]
+    lines += [f"    {name}: {_flow(hv)}" for name, hv in sorted(model.hostvars.items())]
+    lines.append("  children:")
     for name, hosts in model.groups.items():
-        entry: dict = {"hosts": {h: None for h in hosts}}
+        lines.append(f"    {name}:")
         if name in model.group_vars:
-            entry["vars"] = model.group_vars[name]
-        children[name] = entry
-    doc = {"all": {"vars": model.all_vars, "hosts": model.hostvars, "children": children}}
-    header = f"# Ansible inventory of '{cluster.env}', rendered by aiinfra from {cluster.source}. Do not edit.\n"
-    return {"ansible/inventory.yml": header + dump_yaml(doc)}
+            lines.append(f"      vars: {_flow(model.group_vars[name])}")
+        lines.append("      hosts:")
+        lines += [f"        {h}:" for h in hosts]
+    return {"ansible/inventory.yml": "\n".join(lines) + "\n"}
+
+
+def _flow(value: dict) -> str:
+    return json.dumps(value, sort_keys=True, separators=(", ", ": "))
+
+
+def _indent(text: str, spaces: int) -> str:
+    pad = " " * spaces
+    return "\n".join(pad + line for line in text.rstrip("\n").splitlines())
 
 
 def reserved_group_clash(names: list[str]) -> list[str]:

@@ -42,7 +42,7 @@ def plan_blocks(groups: list[NodeGroup], sizes: dict[str, int], first_host: int)
 
 def overlapping_blocks(blocks: list[GroupBlock]) -> list[tuple[GroupBlock, GroupBlock]]:
     ordered = sorted(blocks, key=lambda b: b.first)
-    return [(a, b) for a, b in zip(ordered, ordered[1:]) if b.first <= a.last]
+    return [(a, b) for a, b in zip(ordered, ordered[1:], strict=False) if b.first <= a.last]
 
 
 def host_capacity(cidr: str) -> int:

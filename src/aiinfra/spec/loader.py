@@ -58,7 +58,12 @@ def load_text(text: str, file: str, env: str) -> Loaded:
     raw = _cluster_section(document)
     if isinstance(raw, Problem):
         raise BlueprintError(file, [raw])
+    return load_data(raw, file, env, lines)
 
+
+def load_data(raw: object, file: str, env: str, lines: dict[tuple, int] | None = None) -> Loaded:
+    """Validate the value of ``aiinfra:cluster`` already parsed (e.g. from Pulumi's stack config)."""
+    lines = lines or {}
     try:
         bp = Blueprint.model_validate(raw)
     except ValidationError as exc:
@@ -117,7 +122,7 @@ def _walk(node: yaml.Node, path: tuple, lines: dict[tuple, int], dups: list[Prob
             if key in seen:
                 rel = _relative(path)
                 dups.append(Problem(rel + (key,) if rel is not None else (key,), "duplicate-key",
-                                    f"key '{key}' appears twice in the same mapping", "keep one",
+                                    f"key '{key}' appears twice in the same mapping", hint="keep one",
                                     line=key_node.start_mark.line + 1))
             seen.add(key)
             _walk(value_node, path + (key,), lines, dups)

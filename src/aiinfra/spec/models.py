@@ -13,7 +13,15 @@ import re
 from typing import Annotated, Literal
 
 from ClusterShell.NodeSet import NodeSet, NodeSetParseError
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+)
 
 from aiinfra.spec.units import parse_bytes, parse_bytes_per_s
 
@@ -230,6 +238,18 @@ class Slurm(Strict):
         "nvml", description="nvml: slurmd detects GPUs; off: explicit File= lines with CPU and NIC affinity"
     )
     def_mem_per_gpu: Bytes | None = Field(None, description="DefMemPerGPU; default: node RAM share per GPU")
+    gres_device_prefix: str = Field(
+        "/dev/nvidia",
+        pattern=r"^/[^\s]*$",
+        description="device file prefix of the explicit gres.conf File= lines (gres_autodetect: off): GPU i is "
+        "<prefix><i>; testbeds point it at fake character devices",
+    )
+    trust_node_config: bool = Field(
+        False,
+        description="SlurmdParameters=config_overrides: nodes reporting less hardware than slurm.conf are not "
+        "drained (testbeds with emulated nodes only; keep false in production)",
+    )
+    health_check_interval_s: PosInt = Field(300, description="HealthCheckInterval: seconds between node health checks")
 
 
 class Kubernetes(Strict):

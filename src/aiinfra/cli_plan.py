@@ -1,0 +1,433 @@
+"""``aiinfra size serve|train`` and ``aiinfra plan``: the planner on the command line.
+
+``size_app`` is a Typer sub-app (mounted as ``aiinfra size``); :func:`register` mounts it and the
+``plan`` command on the main app. The table and JSON helpers are reused by ``aiinfra plan``.
+Exit codes: 0 ok; 1 the request cannot be planned (PlanError) or the blueprint has plan errors;
+2 usage (unknown names, conflicting or malformed flags).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from aiinfra.catalog.gpus import gpu
+from aiinfra.catalog.models import LlmArchitecture, custom_architecture, model
+from aiinfra.plan.cluster import ClusterPlan, plan_blueprint
+from aiinfra.plan.common import DAY_S, GB, GIB, PlanError
+from aiinfra.plan.power import PowerPlan
+from aiinfra.plan.reliability import ReliabilityPlan, plan_reliability
+from aiinfra.plan.serving import ServingPlan, ServingRequest, plan_serving
+from aiinfra.plan.training import TrainingPlan, TrainingRequest, plan_training
+from aiinfra.spec.units import parse_bytes_per_s
+
+size_app = typer.Typer(
+    name="size",
+    help="Size one training job or serving deployment from flags (no blueprint needed).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+Plan = TrainingPlan | ServingPlan | ReliabilityPlan | PowerPlan
+
+
+class _Usage(Exception):
+    """Bad flags: exit 2."""
+
+
+# ---------------------------------------------------------------- parsing helpers
+
+_COUNT = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?(?:e[0-9]+)?)\s*([kKMBGT]?)\s*$")
+_SCALE = {"": 1, "k": 1e3, "K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
+
+
+def parse_count(value: str, what: str) -> float:
+    """``15e12``, ``15T``, ``300B``, ``2.5M`` -> a number."""
+    m = _COUNT.match(value)
+    if not m:
+        raise _Usage(f"{what}: '{value}' is not a number (e.g. 15e12, 15T, 300B)")
+    return float(m.group(1)) * _SCALE[m.group(2)]
+
+
+def parse_auto(value: str | None, what: str) -> int | None:
+    if value is None or value.strip().lower() == "auto":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        raise _Usage(f"--{what}: expected a positive integer or 'auto', got '{value}'") from None
+    if n < 1:
+        raise _Usage(f"--{what}: expected a positive integer or 'auto', got {n}")
+    return n
+
+
+def _architecture(
+    name: str | None, layers: int | None, hidden: int | None, ffn: int | None, heads: int | None,
+    kv_heads: int | None, vocab: int | None, experts: int, experts_per_token: int,
+) -> LlmArchitecture:
+    custom = {"layers": layers, "hidden": hidden, "ffn": ffn, "heads": heads, "kv-heads": kv_heads, "vocab": vocab}
+    given = {k for k, v in custom.items() if v is not None}
+    if name and given:
+        raise _Usage(f"give --model or the custom architecture flags ({', '.join('--' + k for k in sorted(given))}), not both")
+    if name:
+        return model(name)
+    if not given:
+        raise _Usage("give --model NAME or a custom architecture: --layers --hidden --ffn --heads --kv-heads --vocab")
+    missing = [f"--{k}" for k, v in custom.items() if v is None]
+    if missing:
+        raise _Usage(f"a custom architecture also needs {', '.join(missing)}")
+    try:
+        return custom_architecture(
+            "custom", layers=layers, hidden=hidden, ffn_hidden=ffn, heads=heads,  # type: ignore[arg-type]
+            kv_heads=kv_heads if kv_heads is not None else heads,  # type: ignore[arg-type]
+            vocab=vocab, experts=experts, experts_per_token=experts_per_token,  # type: ignore[arg-type]
+        )
+    except ValueError as exc:
+        raise _Usage(str(exc)) from None
+
+
+def _run(action: Callable[[], None]) -> None:
+    """Run a command body; turn planner and usage errors into messages and exit codes."""
+    err = Console(stderr=True, soft_wrap=True)
+    try:
+        action()
+    except PlanError as exc:
+        err.print(f"error: {exc}", style="red", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    except KeyError as exc:
+        err.print(f"error: {exc.args[0]}", style="red", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    except _Usage as exc:
+        err.print(f"error: {exc}", style="red", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+# ---------------------------------------------------------------- tables
+
+
+def _gb(n: float | None) -> str:
+    return "-" if n is None else f"{n / GB:,.1f} GB ({n / GIB:,.1f} GiB)"
+
+
+def _num(x: float | None, fmt: str = ",.0f") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def _kv_table(title: str, rows: list[tuple[str, str]]) -> Table:
+    t = Table(title=title, show_header=False, title_justify="left")
+    t.add_column("what", style="bold")
+    t.add_column("value")
+    for k, v in rows:
+        t.add_row(k, v)
+    return t
+
+
+def training_table(plan: TrainingPlan) -> Table:
+    r, lay, mem = plan.request, plan.layout, plan.memory
+    title = f"training{' ' + r.name if r.name else ''}: {r.model.title} on {r.gpus} x {r.gpu.name}"
+    days = plan.training_time_s / DAY_S if plan.training_time_s is not None else None
+    rows = [
+        ("parameters", f"{r.model.params:,} ({r.model.active_params:,} active)"),
+        ("layout", f"{lay.short()}, micro-batch {lay.micro_batch}, {lay.num_microbatches} micro-batches"),
+        ("global batch", f"{lay.global_batch:,} sequences x {r.seq_len:,} = {plan.tokens_per_step:,} tokens"),
+        ("recompute / ZeRO", f"{lay.recompute} / stage {lay.zero_stage} ({r.framework}, {r.precision})"),
+        (f"memory per GPU ({mem.stage if mem.stage.startswith('stage') else mem.stage + ' stage'})",
+         f"{_gb(mem.total_bytes)} of {mem.gpu_memory_bytes / GIB:.0f} GiB"),
+        ("  weights", _gb(mem.weights_bytes)),
+        ("  gradients", _gb(mem.gradients_bytes)),
+        ("  optimizer states", _gb(mem.optimizer_bytes)),
+        ("  activations", _gb(mem.activations_bytes)),
+        ("  overhead", _gb(mem.overhead_bytes)),
+        ("step time", f"{plan.step_time_s:.2f} s ({plan.efficiency_source})"),
+        ("  pipeline bubble", f"{plan.estimate.bubble_fraction:.1%}"),
+        ("  exposed comm TP/CP/PP/DP", " / ".join(f"{x:.3f} s" for x in (
+            plan.estimate.tp_comm_s, plan.estimate.cp_comm_s, plan.estimate.pp_comm_s, plan.estimate.dp_comm_s))),
+        ("throughput", f"{plan.tokens_per_s:,.0f} tokens/s ({plan.tokens_per_s / r.gpus:,.0f} per GPU)"),
+        ("MFU / achieved", f"{plan.mfu:.1%} / {plan.achieved_tflops:.0f} TFLOP/s per GPU"),
+    ]
+    if r.tokens is not None:
+        rows += [
+            ("token budget", f"{r.tokens:.3g} tokens"),
+            ("time", f"{days:,.1f} days"),
+            ("GPU-hours", _num(plan.gpu_hours)),
+            ("energy", f"{plan.energy_mwh:,.0f} MWh (PUE {r.pue:g})"),
+        ]
+    for w in plan.warnings:
+        rows.append(("warning", w))
+    return _kv_table(title, rows)
+
+
+def serving_table(plan: ServingPlan) -> Table:
+    r = plan.request
+    title = f"serving{' ' + r.name if r.name else ''}: {r.model.title} {r.format.name} on {r.gpu.name}"
+    rows = [
+        ("parallelism", f"TP {plan.tp} x PP {plan.pp} = {plan.gpus_per_replica} GPUs per replica"),
+        ("weights", f"{_gb(plan.weights_bytes)} total, {_gb(plan.weights_per_gpu_bytes)} per GPU"),
+        ("memory budget", f"{r.gpu_memory_utilization:g} x {r.gpu.memory_bytes / GIB:.0f} GiB"),
+        ("activations + runtime", f"{_gb(plan.activation_bytes)} + {_gb(plan.non_torch_bytes)}"),
+        ("KV cache per GPU", _gb(plan.kv_cache_per_gpu_bytes)),
+        ("KV bytes per token", f"{plan.kv_bytes_per_token:,.0f} ({plan.kv_bytes_per_token_per_gpu:,.0f} per GPU)"),
+        ("KV blocks (16 tokens)", f"{plan.num_blocks:,} = {plan.kv_cache_tokens:,} tokens"),
+        (f"sequences of {r.max_model_len:,}", f"{plan.max_concurrent_sequences} at once "
+                                             f"(max concurrency {plan.max_concurrency:.2f}x)"),
+    ]
+    if plan.draft_weights_per_gpu_bytes:
+        rows.insert(2, ("draft weights per GPU", _gb(plan.draft_weights_per_gpu_bytes)))
+    for p in plan.roofline:
+        rows.append((f"decode batch {p.batch}", f"{p.tokens_per_s:,.0f} tokens/s ({p.step_s * 1e3:.1f} ms/step, {p.bound})"))
+    if plan.speculation:
+        s = plan.speculation
+        rows.append(("speculative", f"{s.draft}, {s.num_tokens} tokens at {s.acceptance_rate:g}: "
+                                    f"{s.expected_tokens_per_step:.2f} tokens/step, speedup {s.speedup:.2f}x"))
+    rows.append(("replicas", f"{plan.replicas} ({plan.gpus} GPUs, {plan.nodes} nodes)"))
+    for w in plan.warnings:
+        rows.append(("warning", w))
+    return _kv_table(title, rows)
+
+
+def reliability_table(plan: ReliabilityPlan, title: str = "reliability") -> Table:
+    return _kv_table(title, [
+        ("MTBF", f"{plan.mtbf_s / 3600:,.1f} h ({plan.failures_per_day:.2f} failures/day, AFR {plan.annual_failure_rate:.0%})"),
+        ("checkpoint", f"{_gb(plan.checkpoint_bytes)}, {plan.checkpoint_write_s:,.1f} s at "
+                       f"{plan.storage_bandwidth_b_s / GB:,.0f} GB/s"),
+        ("interval (Daly)", f"{plan.interval_s / 60:,.1f} min (Young {plan.young_interval_s / 60:,.1f} min)"),
+        ("goodput", f"{plan.goodput:.1%} (restart {plan.restart_s / 60:.0f} min)"),
+    ])
+
+
+def power_table(plan: PowerPlan) -> Table:
+    budget = "-" if plan.budget_w is None else f"{plan.budget_w / 1e3:,.0f} kW"
+    head = "-" if plan.headroom_w is None else f"{plan.headroom_w / 1e3:,.0f} kW"
+    return _kv_table("power", [
+        ("GPUs at TDP", f"{plan.gpus:,} GPUs, {plan.gpu_power_w / 1e3:,.0f} kW"),
+        ("node overhead", f"{plan.nodes:,} nodes, {plan.node_overhead_power_w / 1e3:,.0f} kW"),
+        ("IT power", f"{plan.it_power_w / 1e3:,.0f} kW (budget {budget}, headroom {head})"),
+        ("facility power", f"{plan.facility_power_w / 1e3:,.0f} kW (PUE {plan.pue:g})"),
+        ("within budget", "yes" if plan.fits else "NO"),
+    ])
+
+
+def plan_table(plan: Plan) -> Table:
+    if isinstance(plan, TrainingPlan):
+        return training_table(plan)
+    if isinstance(plan, ServingPlan):
+        return serving_table(plan)
+    if isinstance(plan, ReliabilityPlan):
+        return reliability_table(plan)
+    return power_table(plan)
+
+
+def print_plans(console: Console, plans: Iterable[Plan]) -> None:
+    """Print one table per plan."""
+    for p in plans:
+        console.print(plan_table(p))
+
+
+def plans_to_json(plans: Iterable[Plan]) -> list[dict[str, Any]]:
+    return [p.to_dict() for p in plans]
+
+
+def plan_cluster_tables(console: Console, cluster: ClusterPlan) -> None:
+    """``aiinfra plan``'s human output: every training job (with its reliability), every serving
+    deployment, and the power summary."""
+    for t, rel in cluster.training:
+        console.print(training_table(t))
+        if rel is not None:
+            console.print(reliability_table(rel, f"reliability {t.request.name}".strip()))
+    for s in cluster.serving:
+        console.print(serving_table(s))
+    if cluster.power is not None:
+        console.print(power_table(cluster.power))
+
+
+# ---------------------------------------------------------------- aiinfra size serve
+
+
+@size_app.command("serve")
+def size_serve(
+    model_name: Annotated[str | None, typer.Option("--model", "-m", help="catalog model, e.g. llama3-70b")] = None,
+    gpu_name: Annotated[str, typer.Option("--gpu", help="GPU model, e.g. h100-80gb")] = "h100-80gb",
+    quant: Annotated[str, typer.Option("--quant", help="none|bf16|fp16|fp8|int8|awq-int4|gptq-int4")] = "none",
+    dtype: Annotated[str, typer.Option("--dtype", help="model dtype: bf16|fp16")] = "bf16",
+    kv_dtype: Annotated[str, typer.Option("--kv-dtype", help="auto (model dtype) | fp8")] = "auto",
+    max_model_len: Annotated[int, typer.Option("--max-model-len", help="tokens per sequence")] = 8192,
+    util: Annotated[float, typer.Option("--gpu-memory-utilization", help="vLLM memory fraction")] = 0.9,
+    tp: Annotated[str, typer.Option("--tp", help="tensor parallel size or auto")] = "auto",
+    pp: Annotated[str, typer.Option("--pp", help="pipeline parallel size or auto")] = "auto",
+    replicas: Annotated[int | None, typer.Option("--replicas", help="replicas (default: from the target)")] = None,
+    target: Annotated[float | None, typer.Option("--target-tokens-per-s", help="aggregate decode tokens/s")] = None,
+    draft: Annotated[str | None, typer.Option("--draft", help="speculative draft model")] = None,
+    num_spec: Annotated[int, typer.Option("--num-speculative-tokens", help="draft length")] = 5,
+    acceptance: Annotated[float, typer.Option("--acceptance-rate", help="per-token acceptance")] = 0.7,
+    context: Annotated[int | None, typer.Option("--context-len", help="roofline context (default max-model-len/2)")] = None,
+    gpus_per_node: Annotated[int, typer.Option("--gpus-per-node")] = 8,
+    layers: Annotated[int | None, typer.Option("--layers", help="custom model: layers")] = None,
+    hidden: Annotated[int | None, typer.Option("--hidden", help="custom model: hidden size")] = None,
+    ffn: Annotated[int | None, typer.Option("--ffn", help="custom model: FFN size")] = None,
+    heads: Annotated[int | None, typer.Option("--heads", help="custom model: attention heads")] = None,
+    kv_heads: Annotated[int | None, typer.Option("--kv-heads", help="custom model: KV heads")] = None,
+    vocab: Annotated[int | None, typer.Option("--vocab", help="custom model: vocabulary")] = None,
+    experts: Annotated[int, typer.Option("--experts", help="custom model: MoE experts")] = 1,
+    experts_per_token: Annotated[int, typer.Option("--experts-per-token", help="custom MoE: experts per token")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Weights, KV cache, blocks, TP/PP, decode roofline, speculation and replicas of a deployment."""
+
+    def body() -> None:
+        arch = _architecture(model_name, layers, hidden, ffn, heads, kv_heads, vocab, experts, experts_per_token)
+        if (draft is None) and num_spec != 5:
+            raise _Usage("--num-speculative-tokens needs --draft")
+        fmt = dtype if quant.strip().lower() == "none" else quant
+        req = ServingRequest(
+            model=arch, gpu=gpu(gpu_name), gpus_per_node=gpus_per_node, weight_format=fmt, dtype=dtype,
+            kv_dtype=kv_dtype, max_model_len=max_model_len, gpu_memory_utilization=util,
+            tp=parse_auto(tp, "tp"), pp=parse_auto(pp, "pp"), replicas=replicas, target_tokens_per_s=target,
+            draft=model(draft) if draft else None, num_speculative_tokens=num_spec, acceptance_rate=acceptance,
+            avg_context_len=context,
+        )
+        if dtype not in ("bf16", "fp16"):
+            raise _Usage(f"--dtype must be bf16 or fp16, got '{dtype}'")
+        req.format  # noqa: B018  (unknown format names fail here with a suggestion)
+        plan = plan_serving(req)
+        if as_json:
+            _emit_json(plan.to_dict())
+        else:
+            Console(soft_wrap=True).print(serving_table(plan))
+
+    _run(body)
+
+
+# ---------------------------------------------------------------- aiinfra size train
+
+
+@size_app.command("train")
+def size_train(
+    model_name: Annotated[str | None, typer.Option("--model", "-m", help="catalog model, e.g. llama3-405b")] = None,
+    gpu_name: Annotated[str, typer.Option("--gpu", help="GPU model")] = "h100-80gb",
+    gpus: Annotated[int | None, typer.Option("--gpus", help="GPUs of the job")] = None,
+    gpus_per_node: Annotated[int, typer.Option("--gpus-per-node")] = 8,
+    tp: Annotated[str, typer.Option("--tp", help="tensor parallel or auto")] = "auto",
+    pp: Annotated[str, typer.Option("--pp", help="pipeline parallel or auto")] = "auto",
+    dp: Annotated[str, typer.Option("--dp", help="data parallel or auto")] = "auto",
+    cp: Annotated[str, typer.Option("--cp", help="context parallel or auto")] = "1",
+    vpp: Annotated[str, typer.Option("--vpp", help="virtual pipeline stages or auto")] = "auto",
+    seq_len: Annotated[int, typer.Option("--seq-len", help="tokens per sequence")] = 8192,
+    micro_batch: Annotated[int, typer.Option("--micro-batch", help="sequences per micro-batch")] = 1,
+    global_batch: Annotated[int | None, typer.Option("--global-batch", help="sequences per step")] = None,
+    global_batch_tokens: Annotated[str | None, typer.Option("--global-batch-tokens", help="tokens per step")] = None,
+    precision: Annotated[str, typer.Option("--precision", help="bf16|fp8")] = "bf16",
+    framework: Annotated[str, typer.Option("--framework", help="megatron|deepspeed")] = "megatron",
+    zero_stage: Annotated[str, typer.Option("--zero-stage", help="0-3 or auto")] = "auto",
+    fsdp: Annotated[bool, typer.Option("--fsdp", help="fully sharded data parallel (ZeRO-3)")] = False,
+    recompute: Annotated[str, typer.Option("--recompute", help="none|selective|full|auto")] = "auto",
+    sequence_parallel: Annotated[bool, typer.Option("--sequence-parallel/--no-sequence-parallel")] = True,
+    distributed_optimizer: Annotated[bool, typer.Option("--distributed-optimizer/--no-distributed-optimizer")] = True,
+    mfu: Annotated[float | None, typer.Option("--mfu", help="end-to-end MFU (fraction of peak)")] = None,
+    achieved: Annotated[float | None, typer.Option("--achieved-tflops", help="end-to-end TFLOP/s per GPU")] = None,
+    tokens: Annotated[str | None, typer.Option("--tokens", help="token budget, e.g. 15T or 15e12")] = None,
+    allow_tp_across_nodes: Annotated[bool, typer.Option("--allow-tp-across-nodes")] = False,
+    storage_bandwidth: Annotated[str, typer.Option("--storage-bandwidth", help="checkpoint bandwidth")] = "1TB/s",
+    afr: Annotated[float, typer.Option("--afr", help="per-GPU annual failure rate")] = 0.05,
+    layers: Annotated[int | None, typer.Option("--layers", help="custom model: layers")] = None,
+    hidden: Annotated[int | None, typer.Option("--hidden", help="custom model: hidden size")] = None,
+    ffn: Annotated[int | None, typer.Option("--ffn", help="custom model: FFN size")] = None,
+    heads: Annotated[int | None, typer.Option("--heads", help="custom model: attention heads")] = None,
+    kv_heads: Annotated[int | None, typer.Option("--kv-heads", help="custom model: KV heads")] = None,
+    vocab: Annotated[int | None, typer.Option("--vocab", help="custom model: vocabulary")] = None,
+    experts: Annotated[int, typer.Option("--experts", help="custom model: MoE experts")] = 1,
+    experts_per_token: Annotated[int, typer.Option("--experts-per-token", help="custom MoE: experts per token")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Memory per GPU, parallel layout, step time, tokens/s and the token budget of a training job."""
+
+    def body() -> None:
+        arch = _architecture(model_name, layers, hidden, ffn, heads, kv_heads, vocab, experts, experts_per_token)
+        layout = {k: parse_auto(v, k) for k, v in (("tp", tp), ("pp", pp), ("dp", dp), ("cp", cp), ("vpp", vpp))}
+        n = gpus
+        if n is None:
+            if all(layout[k] is not None for k in ("tp", "pp", "dp", "cp")):
+                n = layout["tp"] * layout["pp"] * layout["dp"] * layout["cp"]  # type: ignore[operator]
+            else:
+                raise _Usage("give --gpus N (or all of --tp --pp --dp --cp)")
+        if global_batch is not None and global_batch_tokens is not None:
+            raise _Usage("give --global-batch (sequences) or --global-batch-tokens, not both")
+        if mfu is not None and achieved is not None:
+            raise _Usage("give --mfu or --achieved-tflops, not both")
+        rc = recompute.strip().lower()
+        if rc not in ("none", "selective", "full", "auto"):
+            raise _Usage(f"--recompute must be none, selective, full or auto, got '{recompute}'")
+        zs = zero_stage.strip().lower()
+        if zs not in ("auto", "0", "1", "2", "3"):
+            raise _Usage(f"--zero-stage must be 0, 1, 2, 3 or auto, got '{zero_stage}'")
+        if precision not in ("bf16", "fp16", "fp8"):
+            raise _Usage(f"--precision must be bf16 or fp8, got '{precision}'")
+        if framework not in ("megatron", "deepspeed"):
+            raise _Usage(f"--framework must be megatron or deepspeed, got '{framework}'")
+        gbt = int(parse_count(global_batch_tokens, "--global-batch-tokens")) if global_batch_tokens else None
+        budget = parse_count(tokens, "--tokens") if tokens else None
+        try:
+            bandwidth = parse_bytes_per_s(storage_bandwidth)
+        except ValueError as exc:
+            raise _Usage(f"--storage-bandwidth: {exc}") from None
+        req = TrainingRequest(
+            model=arch, gpu=gpu(gpu_name), gpus=n, gpus_per_node=gpus_per_node,
+            tp=layout["tp"], pp=layout["pp"], dp=layout["dp"], cp=layout["cp"], vpp=layout["vpp"],
+            seq_len=seq_len, micro_batch=micro_batch, global_batch=global_batch, global_batch_tokens=gbt,
+            precision=precision, framework=framework, zero_stage=None if zs == "auto" else int(zs), fsdp=fsdp,
+            recompute=None if rc == "auto" else rc, sequence_parallel=sequence_parallel,
+            distributed_optimizer=distributed_optimizer, tokens=budget, mfu=mfu, achieved_tflops=achieved,
+            allow_tp_across_nodes=allow_tp_across_nodes,
+        )
+        plan = plan_training(req)
+        rel = plan_reliability(n, arch.params, bandwidth, afr)
+        if as_json:
+            _emit_json({**plan.to_dict(), "reliability": rel.to_dict()})
+        else:
+            console = Console(soft_wrap=True)
+            console.print(training_table(plan))
+            console.print(reliability_table(rel))
+
+    _run(body)
+
+
+# ---------------------------------------------------------------- mounting
+
+
+def register(app: typer.Typer, load: Callable[[str | None, Path | None], Any]) -> None:
+    """Mount ``size`` and ``plan`` on the main CLI. ``load(stack, file)`` returns the loaded
+    blueprint (an object with ``.cluster.blueprint``) or raises the CLI's own errors."""
+    app.add_typer(size_app, name="size")
+
+    @app.command("plan")
+    def plan_cmd(
+        stack: Annotated[str | None, typer.Option("--stack", "-s", help="environment (stacks/Pulumi.<ENV>.yaml)")] = None,
+        file: Annotated[Path | None, typer.Option("--file", "-f", help="a blueprint file instead of --stack")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    ) -> None:
+        """Capacity plan of every training job and serving deployment, reliability and power."""
+        loaded = load(stack, file)
+        cluster = loaded.cluster
+        result = plan_blueprint(cluster.blueprint)
+        if as_json:
+            _emit_json(result.to_dict())
+        else:
+            plan_cluster_tables(Console(soft_wrap=True), result)
+        err = Console(stderr=True, soft_wrap=True)
+        for p in result.problems:
+            err.print(p.format(getattr(cluster, "source", "")), style="red" if p.level.value == "error" else "yellow",
+                      markup=False, highlight=False)
+        if any(p.level.value == "error" for p in result.problems):
+            raise typer.Exit(1)

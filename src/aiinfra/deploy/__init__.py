@@ -1,0 +1,1 @@
+"""Executors: they apply what render produced (Pulumi components, the ansible-runner driver)."""

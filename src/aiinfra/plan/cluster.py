@@ -1,0 +1,133 @@
+"""The whole blueprint's plan: every training job and serving deployment, reliability and power.
+
+``plan_blueprint`` maps a validated :class:`aiinfra.spec.models.Blueprint` onto planner requests;
+whatever cannot be planned becomes a :class:`aiinfra.errors.Problem` at the job's key path
+instead of an exception, so validation reports every problem at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ClusterShell.NodeSet import NodeSet
+
+from aiinfra.catalog.gpus import gpu
+from aiinfra.errors import Level, Problem
+from aiinfra.plan.common import PlanError
+from aiinfra.plan.power import NodePower, PowerPlan, plan_power
+from aiinfra.plan.reliability import ReliabilityPlan, plan_reliability
+from aiinfra.plan.serving import ServingPlan, plan_serving, serving_request_from_deployment
+from aiinfra.plan.training import TrainingPlan, plan_training, training_request_from_job
+
+
+@dataclass(frozen=True)
+class ClusterPlan:
+    training: tuple[tuple[TrainingPlan, ReliabilityPlan | None], ...] = ()
+    serving: tuple[ServingPlan, ...] = ()
+    power: PowerPlan | None = None
+    problems: tuple[Problem, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "training": [
+                {**t.to_dict(), "reliability": r.to_dict() if r else None} for t, r in self.training
+            ],
+            "serving": [s.to_dict() for s in self.serving],
+            "power": self.power.to_dict() if self.power else None,
+            "problems": [
+                {"path": p.key_path, "id": p.id, "level": p.level.value, "message": p.message, "hint": p.hint}
+                for p in self.problems
+            ],
+        }
+
+
+def _group_gpus(bp: Any) -> dict[str, tuple[str | None, int, int]]:
+    """node group name -> (GPU model, GPUs per node, nodes)."""
+    out = {}
+    for g in bp.node_groups:
+        nt = bp.node_types.get(g.type)
+        spec = nt.gpu if nt is not None else None
+        out[g.name] = (spec.model if spec else None, spec.count if spec else 0, len(NodeSet(g.hosts)))
+    return out
+
+
+def plan_blueprint(bp: Any) -> ClusterPlan:
+    """Plan every job and deployment of a blueprint; problems instead of exceptions."""
+    groups = _group_gpus(bp)
+    problems: list[Problem] = []
+    training: list[tuple[TrainingPlan, ReliabilityPlan | None]] = []
+    serving: list[ServingPlan] = []
+    link = bp.fabric.rate if bp.fabric is not None else "ndr400"
+    lustre = bp.storage.lustre if bp.storage is not None else None
+    afr = bp.site.gpu_annual_failure_rate if bp.site is not None else 0.05
+
+    for i, job in enumerate(bp.training):
+        path = ("training", i)
+        model_name, per_node, nodes = groups.get(job.node_group, (None, 0, 0))
+        if model_name is None:
+            problems.append(Problem(path + ("node_group",), "plan-no-gpus",
+                                    f"node group '{job.node_group}' has no GPUs to train on"))
+            continue
+        if job.nodes > nodes:
+            problems.append(Problem(path + ("nodes",), "plan-too-many-nodes",
+                                    f"job asks for {job.nodes} nodes but '{job.node_group}' has {nodes}"))
+            continue
+        try:
+            req = training_request_from_job(job, model_name, per_node, bp.models, site=bp.site,
+                                            inter_node_link=link)
+            plan = plan_training(req)
+        except KeyError as exc:
+            problems.append(Problem(path + ("model",), "plan-unknown-name", str(exc.args[0])))
+            continue
+        except PlanError as exc:
+            problems.append(Problem(path, "plan-training", str(exc)))
+            continue
+        rel = None
+        if lustre is not None:
+            rel = plan_reliability(req.gpus, req.model.params, lustre.bandwidth, afr)
+        training.append((plan, rel))
+
+    for i, dep in enumerate(bp.serving):
+        path = ("serving", i)
+        model_name, per_node, nodes = groups.get(dep.node_group, (None, 0, 0))
+        if model_name is None:
+            problems.append(Problem(path + ("node_group",), "plan-no-gpus",
+                                    f"node group '{dep.node_group}' has no GPUs to serve on"))
+            continue
+        try:
+            plan = plan_serving(serving_request_from_deployment(dep, model_name, per_node, bp.models))
+        except KeyError as exc:
+            problems.append(Problem(path + ("model",), "plan-unknown-name", str(exc.args[0])))
+            continue
+        except PlanError as exc:
+            problems.append(Problem(path, "plan-serving", str(exc)))
+            continue
+        if plan.nodes > nodes:
+            problems.append(Problem(path, "plan-serving-capacity",
+                                    f"{plan.replicas} replicas need {plan.nodes} nodes but '{dep.node_group}' has {nodes}",
+                                    Level.WARNING))
+        serving.append(plan)
+
+    power = None
+    try:
+        node_power = [NodePower(n, gpu(m) if m else None, c) for m, c, n in groups.values()]
+    except KeyError as exc:
+        problems.append(Problem(("node_types",), "plan-unknown-name", str(exc.args[0])))
+        node_power = []
+    if node_power:
+        site = bp.site
+        power = plan_power(
+            node_power,
+            node_overhead_w=site.node_overhead_w if site else 2000,
+            pue=site.pue if site else 1.2,
+            budget_kw=site.power_budget if site else None,
+        )
+        if not power.fits:
+            problems.append(Problem(
+                ("site", "power_budget"), "plan-power-budget",
+                f"IT power {power.it_power_w / 1e3:,.0f} kW (GPUs {power.gpu_power_w / 1e3:,.0f} kW at TDP + nodes "
+                f"{power.node_overhead_power_w / 1e3:,.0f} kW) exceeds the site budget {power.budget_w / 1e3:,.0f} kW",
+                Level.WARNING, hint="raise site.power_budget, lower node_overhead_w, or plan fewer nodes",
+            ))
+    return ClusterPlan(tuple(training), tuple(serving), power, tuple(problems))

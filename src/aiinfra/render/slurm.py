@@ -1,0 +1,346 @@
+"""Slurm's cluster-wide configuration under ``manifests/<env>/slurm/``.
+
+Everything comes from the Cluster object: controllers and the accounting host from node-group
+roles, node lines from node types, GRES from the GPU catalog, switches from the fabric model.
+The model is computed here in Python (:func:`slurm_model`); the templates under
+``templates/slurm/`` only print it.
+
+Files:
+
+- ``slurm.conf``     controllers, plugins, accounting, hooks, node lines folded into hostlists,
+                     partitions with memory defaults.
+- ``gres.conf``      per GPU node type: ``AutoDetect=nvml`` or explicit ``File=`` lines with
+                     ``Cores=`` and ``Links=`` (``slurm.gres_autodetect``).
+- ``topology.conf``  one switch per scalable unit (SU) holding Slurm nodes, one spine above them.
+- ``cgroup.conf``    cores, devices and RAM constrained.
+- ``slurmdbd.conf``  without ``StoragePass``: the slurm role adds it on the host from a secret.
+- ``plugstack.conf`` (+ ``plugstack.conf.d/pyxis.conf``) SPANK plugins: pyxis for containers.
+- ``accounting.yml`` the cluster and its QoS, which the slurm role loads with ``sacctmgr``.
+- ``nodecheck.json`` what the node health check expects per node (GPUs, HCA ports, Lustre).
+
+Slurm releases differ: :data:`OPTION_MIN_VERSION` names the options rendered only from a given
+release on (``versions.slurm``); tests run Debian 12's 22.05, production runs 24.11.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from aiinfra.catalog.gpus import GpuModel
+from aiinfra.catalog.links import link_rate
+from aiinfra.catalog.versions import version_tuple
+from aiinfra.render import Artifacts, renderer
+from aiinfra.render.templates import dump_yaml, fold, render_template
+from aiinfra.spec.cluster import Cluster, Group, su_name
+
+MIB = 2**20
+GIB = 2**30
+
+# Where the files live on the hosts. The slurm role installs them there (slurm_config_dir) and ships
+# the hook scripts at these paths.
+CONFIG_DIR = "/etc/slurm"
+HEALTH_CHECK_PROGRAM = "/usr/local/sbin/aiinfra-nodecheck"
+PROLOG_GLOB = f"{CONFIG_DIR}/prolog.d/*"
+EPILOG_GLOB = f"{CONFIG_DIR}/epilog.d/*"
+PYXIS_PLUGIN = "/usr/local/lib/slurm/spank_pyxis.so"
+ACCOUNTING_DB = "slurm_acct_db"
+ACCOUNTING_DB_USER = "slurm"
+
+# RAM left to the OS, the page cache of the parallel file system and the daemons: a node whose
+# RealMemory exceeds what the kernel reports is drained, and a job may use all of RealMemory.
+OS_RESERVED_FRACTION = 0.05
+OS_RESERVED_MIN_BYTES = 2 * GIB
+
+# slurm.conf options that not every supported release knows: rendered only from that release on.
+# (Slurm 22.05, Debian 12, is the oldest release the tests run.)
+OPTION_MIN_VERSION: dict[str, tuple[int, int]] = {
+    # step management by the job's batch host: takes per-step RPCs off slurmctld for big jobs
+    "SlurmctldParameters=enable_stepmgr": (24, 5),
+}
+
+# QoS preemption mode when any QoS may preempt another.
+PREEMPT_MODE = "REQUEUE"
+
+
+@dataclass(frozen=True)
+class NodeLine:
+    """One ``NodeName=`` line: a node group (every Slurm node appears in exactly one)."""
+
+    group: str
+    hostlist: str
+    hosts: tuple[str, ...]
+    cpus: int
+    sockets: int
+    cores_per_socket: int
+    threads_per_core: int
+    real_memory_mib: int
+    gres: str | None  # gpu:h100:8
+
+
+@dataclass(frozen=True)
+class GresFile:
+    index: int
+    file: str
+    cores: str
+    links: str
+    hca: str | None
+
+
+@dataclass(frozen=True)
+class GresGroup:
+    hostlist: str
+    type: str
+    count: int
+    files: tuple[GresFile, ...]  # empty with AutoDetect
+
+
+@dataclass(frozen=True)
+class PartitionLine:
+    name: str
+    hostlist: str
+    default: bool
+    max_time: str
+    def_mem_per_gpu_mib: int | None
+    def_mem_per_cpu_mib: int | None
+
+
+@dataclass(frozen=True)
+class Switch:
+    name: str
+    nodes: str | None = None
+    switches: str | None = None
+
+
+@dataclass
+class SlurmModel:
+    version: tuple[int, ...]
+    version_text: str
+    cluster_name: str
+    controllers: list[str]
+    dbd_hosts: list[str]
+    state_save_location: str
+    nodes: list[NodeLine]
+    partitions: list[PartitionLine]
+    gres: list[GresGroup]
+    gres_autodetect: str
+    switches: list[Switch]
+    def_mem_per_cpu_mib: int
+    gpu_types: list[str]
+    qos: list[dict]
+    preempt: bool
+    trust_node_config: bool
+    health_check_interval_s: int
+    options: list[str] = field(default_factory=list)  # version-gated extras
+
+    @property
+    def accounting(self) -> bool:
+        return bool(self.dbd_hosts)
+
+
+def gpu_type(model: GpuModel) -> str:
+    """The GRES type of a GPU model: the catalog name up to the first '-' (h100-80gb -> h100)."""
+    return model.name.split("-")[0]
+
+
+def real_memory_mib(memory_bytes: int) -> int:
+    """RealMemory in MiB: the node's RAM less the OS reserve (5 %, at least 2 GiB)."""
+    reserve = max(OS_RESERVED_MIN_BYTES, int(memory_bytes * OS_RESERVED_FRACTION))
+    return max(1, (memory_bytes - reserve) // MIB)
+
+
+def cores_of_gpu(index: int, gpus: int, sockets: int, cores_per_socket: int) -> str:
+    """Cores= of GPU ``index``: the cores of the socket it hangs off (GPUs split evenly over sockets)."""
+    socket = index * sockets // gpus
+    first = socket * cores_per_socket
+    last = first + cores_per_socket - 1
+    return f"{first}-{last}" if last > first else str(first)
+
+
+def nvlink_links(index: int, gpus: int, domain: int) -> str:
+    """Links= of GPU ``index``: -1 for itself, 1 for a GPU of its NVLink domain, 0 otherwise."""
+    out = []
+    for peer in range(gpus):
+        if peer == index:
+            out.append("-1")
+        else:
+            out.append("1" if peer // domain == index // domain else "0")
+    return ",".join(out)
+
+
+def _node_line(group: Group) -> NodeLine:
+    nt = group.node_type
+    cpu = nt.cpu
+    gres = None
+    if group.gpu is not None:
+        gres = f"gpu:{gpu_type(group.gpu)}:{group.gpus_per_node}"
+    return NodeLine(
+        group=group.name,
+        hostlist=group.hostlist,
+        hosts=group.hosts,
+        cpus=cpu.sockets * cpu.cores_per_socket * cpu.threads_per_core,
+        sockets=cpu.sockets,
+        cores_per_socket=cpu.cores_per_socket,
+        threads_per_core=cpu.threads_per_core,
+        real_memory_mib=real_memory_mib(nt.memory),
+        gres=gres,
+    )
+
+
+def _gres_groups(cluster: Cluster, autodetect: str, prefix: str) -> list[GresGroup]:
+    """One entry per GPU node type among the Slurm groups (groups of one type share their lines)."""
+    by_type: dict[str, list[Group]] = {}
+    for g in cluster.groups_for_scheduler("slurm"):
+        if g.gpu is not None:
+            by_type.setdefault(g.spec.type, []).append(g)
+    out = []
+    for _type_name, groups in sorted(by_type.items()):
+        first = groups[0]
+        nt = first.node_type
+        gpus = first.gpus_per_node
+        hcas = [p.hca for p in cluster.hosts[first.hosts[0]].rails]
+        files: tuple[GresFile, ...] = ()
+        if autodetect == "off":
+            files = tuple(
+                GresFile(
+                    index=i,
+                    file=f"{prefix}{i}",
+                    cores=cores_of_gpu(i, gpus, nt.cpu.sockets, nt.cpu.cores_per_socket),
+                    links=nvlink_links(i, gpus, first.gpu.nvlink_domain_gpus),
+                    hca=hcas[i] if i < len(hcas) else None,
+                )
+                for i in range(gpus)
+            )
+        out.append(GresGroup(fold([h for g in groups for h in g.hosts]), gpu_type(first.gpu), gpus, files))
+    return out
+
+
+def _switches(cluster: Cluster) -> list[Switch]:
+    """One switch per SU that holds Slurm nodes (only its Slurm nodes), a spine above them."""
+    slurm_hosts = {h for g in cluster.groups_for_scheduler("slurm") for h in g.hosts}
+    per_su: dict[int, list[str]] = {}
+    for host in cluster.hosts.values():
+        if host.su is not None and host.name in slurm_hosts:
+            per_su.setdefault(host.su, []).append(host.name)
+    sus = [Switch(su_name(su), nodes=fold(hosts)) for su, hosts in sorted(per_su.items())]
+    if len(sus) > 1:
+        sus.append(Switch("spine", switches=fold([s.name for s in sus])))
+    return sus
+
+
+def _partitions(cluster: Cluster, lines: dict[str, NodeLine], def_mem_per_gpu: int | None) -> list[PartitionLine]:
+    out = []
+    for part in cluster.blueprint.slurm.partitions:
+        groups = [cluster.groups[name] for name in part.node_groups]
+        hosts = [h for g in groups for h in g.hosts]
+        gpu_groups = [g for g in groups if g.gpus_per_node]
+        mem_gpu = mem_cpu = None
+        if gpu_groups:
+            mem_gpu = def_mem_per_gpu // MIB if def_mem_per_gpu else min(
+                lines[g.name].real_memory_mib // g.gpus_per_node for g in gpu_groups
+            )
+        else:
+            mem_cpu = min(lines[g.name].real_memory_mib // lines[g.name].cpus for g in groups)
+        out.append(PartitionLine(part.name, fold(hosts), part.default, part.max_time, mem_gpu, mem_cpu))
+    return out
+
+
+def slurm_model(cluster: Cluster) -> SlurmModel:
+    """Everything the Slurm templates print, derived from the cluster."""
+    bp = cluster.blueprint
+    spec = bp.slurm
+    assert spec is not None
+    version = version_tuple(bp.versions.slurm or "0")
+    groups = cluster.groups_for_scheduler("slurm")
+    lines = {g.name: _node_line(g) for g in groups}
+    options = [opt for opt, since in OPTION_MIN_VERSION.items() if version[:2] >= since]
+    qos = [
+        {
+            "name": q.name,
+            "priority": q.priority,
+            "max_gpus_per_user": q.max_gpus_per_user,
+            "preempt": sorted(q.preempt),
+        }
+        for q in spec.qos
+    ]
+    return SlurmModel(
+        version=version,
+        version_text=bp.versions.slurm or "unknown",
+        cluster_name=spec.cluster_name,
+        controllers=cluster.hosts_with_role("slurm_controller"),
+        dbd_hosts=cluster.hosts_with_role("slurmdbd"),
+        state_save_location=spec.state_save_location,
+        nodes=list(lines.values()),
+        partitions=_partitions(cluster, lines, spec.def_mem_per_gpu),
+        gres=_gres_groups(cluster, spec.gres_autodetect, spec.gres_device_prefix),
+        gres_autodetect=spec.gres_autodetect,
+        switches=_switches(cluster),
+        def_mem_per_cpu_mib=min(line.real_memory_mib // line.cpus for line in lines.values()),
+        gpu_types=sorted({gpu_type(g.gpu) for g in groups if g.gpu is not None}),
+        qos=qos,
+        preempt=any(q.preempt for q in spec.qos),
+        trust_node_config=spec.trust_node_config,
+        health_check_interval_s=spec.health_check_interval_s,
+        options=options,
+    )
+
+
+def node_checks(cluster: Cluster) -> dict:
+    """What the node health check expects, per Slurm node group (``nodecheck.json``)."""
+    lustre = cluster.blueprint.storage.lustre
+    out = []
+    for g in cluster.groups_for_scheduler("slurm"):
+        nt = g.node_type
+        first = cluster.hosts[g.hosts[0]]
+        gres = f"gpu:{gpu_type(g.gpu)}:{g.gpus_per_node}" if g.gpu is not None else None
+        entry: dict = {"group": g.name, "nodes": g.hostlist, "gpus": g.gpus_per_node, "gres": gres}
+        if nt.rails:
+            entry["hcas"] = [p.hca for p in first.rails]
+            entry["hca_rate_gbps"] = link_rate(nt.rails.rate).ibstat_rate
+        else:
+            entry["hcas"] = []
+        entry["lustre_mountpoint"] = lustre.mountpoint if lustre and "lustre_client" in g.roles else None
+        out.append(entry)
+    return {"cluster": cluster.blueprint.slurm.cluster_name, "groups": out}
+
+
+def accounting(model: SlurmModel) -> dict:
+    """The cluster and its QoS for ``sacctmgr`` (loaded by the slurm role on the slurmdbd host)."""
+    return {"cluster": model.cluster_name, "qos": model.qos}
+
+
+@renderer("slurm", "Slurm: slurm.conf, gres.conf, topology.conf, cgroup.conf, slurmdbd.conf, plugstack, QoS")
+def render_slurm(cluster: Cluster) -> Artifacts:
+    if cluster.blueprint.slurm is None or not cluster.groups_for_scheduler("slurm"):
+        return {}
+    model = slurm_model(cluster)
+    ctx = {
+        "m": model,
+        "env": cluster.env,
+        "source": cluster.source,
+        "config_dir": CONFIG_DIR,
+        "health_check_program": HEALTH_CHECK_PROGRAM,
+        "prolog": PROLOG_GLOB,
+        "epilog": EPILOG_GLOB,
+        "pyxis_plugin": PYXIS_PLUGIN,
+        "db_name": ACCOUNTING_DB,
+        "db_user": ACCOUNTING_DB_USER,
+        "preempt_mode": PREEMPT_MODE,
+    }
+    out = {
+        "slurm/slurm.conf": render_template("slurm/slurm.conf.j2", **ctx),
+        "slurm/gres.conf": render_template("slurm/gres.conf.j2", **ctx),
+        "slurm/cgroup.conf": render_template("slurm/cgroup.conf.j2", **ctx),
+        "slurm/plugstack.conf": render_template("slurm/plugstack.conf.j2", **ctx),
+        "slurm/plugstack.conf.d/pyxis.conf": render_template("slurm/pyxis.conf.j2", **ctx),
+        "slurm/nodecheck.json": json.dumps(node_checks(cluster), indent=2, sort_keys=True) + "\n",
+    }
+    if model.switches:
+        out["slurm/topology.conf"] = render_template("slurm/topology.conf.j2", **ctx)
+    if model.accounting:
+        out["slurm/slurmdbd.conf"] = render_template("slurm/slurmdbd.conf.j2", **ctx)
+        out["slurm/accounting.yml"] = (
+            f"# Slurm accounting objects of '{cluster.env}', rendered by aiinfra. Do not edit.\n"
+            + dump_yaml(accounting(model))
+        )
+    return out
