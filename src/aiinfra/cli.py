@@ -157,10 +157,17 @@ def show(stack: StackOpt = None, file: FileOpt = None, json_out: JsonOpt = False
 
 
 @app.command()
-def schema() -> None:
+def schema(
+    markdown: Annotated[bool, typer.Option("--markdown", help="the reference page (docs/blueprint.md)")] = False,
+) -> None:
     """The blueprint's JSON Schema (for yaml-language-server and other editors)."""
     from aiinfra.spec.schema import blueprint_schema
 
+    if markdown:
+        from aiinfra.spec.reference import blueprint_reference
+
+        sys.stdout.write(blueprint_reference())
+        return
     sys.stdout.write(json.dumps(blueprint_schema(), indent=2, sort_keys=True) + "\n")
 
 

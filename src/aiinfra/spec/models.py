@@ -263,15 +263,15 @@ class Kubernetes(Strict):
 
 
 class Versions(Strict):
-    os: Literal["ubuntu-22.04", "ubuntu-24.04", "rocky-9", "rhel-9"]
-    kernel: str
-    nvidia_driver: str
-    cuda: str
-    nccl: str
-    doca_ofed: str
-    lustre_client: str | None = None
-    slurm: str | None = None
-    kubernetes: str | None = None
+    os: Literal["ubuntu-22.04", "ubuntu-24.04", "rocky-9", "rhel-9"] = Field(description="OS of every node")
+    kernel: str = Field(description="kernel release the DOCA/OFED and Lustre modules are built for")
+    nvidia_driver: str = Field(description="NVIDIA datacenter driver, e.g. 570.133.20")
+    cuda: str = Field(description="CUDA toolkit major.minor; the driver must meet its minimum")
+    nccl: str = Field(description="NCCL (2.18 or newer)")
+    doca_ofed: str = Field(description="DOCA-OFED (DOCA-Host) release")
+    lustre_client: str | None = Field(None, description="Lustre client release")
+    slurm: str | None = Field(None, description="Slurm release; renderers adapt to it")
+    kubernetes: str | None = Field(None, description="Kubernetes release; schemas are checked for its minor")
     charts: dict[str, str] = Field(default_factory=dict, description="Helm chart versions by chart name")
     images: dict[str, str] = Field(default_factory=dict, description="container images, pinned, by purpose")
 
@@ -355,11 +355,13 @@ class ServingDeployment(Strict):
 
 class Site(Strict):
     power_budget: Annotated[float, Field(gt=0, strict=False)] = Field(description="site IT power budget in kW")
-    pue: Annotated[float, Field(ge=1, le=3, strict=False)] = 1.2
+    pue: Annotated[float, Field(ge=1, le=3, strict=False)] = Field(1.2, description="power usage effectiveness")
     node_overhead_w: Annotated[int, Field(ge=0)] = Field(
         2000, description="non-GPU power per GPU node (CPUs, NICs, fans, NVSwitch) in W"
     )
-    gpu_annual_failure_rate: Annotated[float, Field(gt=0, lt=1, strict=False)] = 0.05
+    gpu_annual_failure_rate: Annotated[float, Field(gt=0, lt=1, strict=False)] = Field(
+        0.05, description="fraction of GPUs failing per year (checkpoint planning)"
+    )
 
 
 # ---------------------------------------------------------------- the blueprint
@@ -369,17 +371,17 @@ class Blueprint(Strict):
     """The whole environment: ``config: aiinfra:cluster:`` in stacks/Pulumi.<env>.yaml."""
 
     name: Name = Field(description="environment name, e.g. nacc-prod")
-    description: str = ""
+    description: str = Field("", description="one line about the environment")
     silence: list[str] = Field(default_factory=list, description="warning ids to silence (errors cannot be)")
-    site: Site | None = None
-    versions: Versions
-    node_types: dict[str, NodeType] = Field(min_length=1)
-    networks: Networks
-    fabric: Fabric | None = None
-    node_groups: list[NodeGroup] = Field(min_length=1)
-    storage: Storage = Field(default_factory=Storage)
-    slurm: Slurm | None = None
-    kubernetes: Kubernetes | None = None
+    site: Site | None = Field(None, description="power and reliability inputs of the planner")
+    versions: Versions = Field(description="every pinned version, in one place")
+    node_types: dict[str, NodeType] = Field(min_length=1, description="hardware of each kind of node, by name")
+    networks: Networks = Field(description="CIDRs the address plan allocates from")
+    fabric: Fabric | None = Field(None, description="the InfiniBand compute fabric (required with rails)")
+    node_groups: list[NodeGroup] = Field(min_length=1, description="hosts by hostlist, type, scheduler, roles")
+    storage: Storage = Field(default_factory=Storage, description="Lustre and NVMe-oF")
+    slurm: Slurm | None = Field(None, description="required when a node group has scheduler: slurm")
+    kubernetes: Kubernetes | None = Field(None, description="cluster networking of the Kubernetes node groups")
     models: dict[str, ModelArchitecture] = Field(default_factory=dict, description="custom architectures")
     training: list[TrainingJob] = Field(default_factory=list)
     serving: list[ServingDeployment] = Field(default_factory=list)
