@@ -21,7 +21,7 @@ from rich.table import Table
 
 from aiinfra.catalog.gpus import gpu
 from aiinfra.catalog.models import LlmArchitecture, custom_architecture, model
-from aiinfra.plan.cluster import ClusterPlan, plan_blueprint
+from aiinfra.plan.cluster import ClusterPlan, plan_cluster
 from aiinfra.plan.common import DAY_S, GB, GIB, PlanError
 from aiinfra.plan.power import PowerPlan
 from aiinfra.plan.reliability import ReliabilityPlan, plan_reliability
@@ -251,6 +251,13 @@ def plan_cluster_tables(console: Console, cluster: ClusterPlan) -> None:
         console.print(serving_table(s))
     if cluster.power is not None:
         console.print(power_table(cluster.power))
+    if cluster.claims:
+        table = Table(title="claims checked")
+        for col in ("claim", "holds", "the numbers"):
+            table.add_column(col)
+        for c in cluster.claims:
+            table.add_row(c.claim, "yes" if c.holds else "NO", c.verdict)
+        console.print(table)
 
 
 # ---------------------------------------------------------------- aiinfra size serve
@@ -418,16 +425,15 @@ def register(app: typer.Typer, load: Callable[[str | None, Path | None], Any]) -
         as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     ) -> None:
         """Capacity plan of every training job and serving deployment, reliability and power."""
+        # load() runs the planner's preflight: errors stop here with every problem listed, and
+        # warnings come back with the blueprint's `silence:` applied.
         loaded = load(stack, file)
         cluster = loaded.cluster
-        result = plan_blueprint(cluster.blueprint)
+        result = plan_cluster(cluster)
         if as_json:
             _emit_json(result.to_dict())
         else:
             plan_cluster_tables(Console(soft_wrap=True), result)
         err = Console(stderr=True, soft_wrap=True)
-        for p in result.problems:
-            err.print(p.format(getattr(cluster, "source", "")), style="red" if p.level.value == "error" else "yellow",
-                      markup=False, highlight=False)
-        if any(p.level.value == "error" for p in result.problems):
-            raise typer.Exit(1)
+        for p in loaded.warnings:
+            err.print(p.format(cluster.source), style="yellow", markup=False, highlight=False)

@@ -14,6 +14,7 @@ from ClusterShell.NodeSet import NodeSet
 
 from aiinfra.catalog.gpus import gpu
 from aiinfra.errors import Level, Problem
+from aiinfra.plan.claims import ClaimCheck, check_quantized_fits_claim, check_training_days_claim
 from aiinfra.plan.common import PlanError
 from aiinfra.plan.power import NodePower, PowerPlan, plan_power
 from aiinfra.plan.reliability import ReliabilityPlan, plan_reliability
@@ -27,6 +28,7 @@ class ClusterPlan:
     serving: tuple[ServingPlan, ...] = ()
     power: PowerPlan | None = None
     problems: tuple[Problem, ...] = field(default=())
+    claims: tuple[ClaimCheck, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -35,6 +37,7 @@ class ClusterPlan:
             ],
             "serving": [s.to_dict() for s in self.serving],
             "power": self.power.to_dict() if self.power else None,
+            "claims": [c.to_dict() for c in self.claims],
             "problems": [
                 {"path": p.key_path, "id": p.id, "level": p.level.value, "message": p.message, "hint": p.hint}
                 for p in self.problems
@@ -130,4 +133,30 @@ def plan_blueprint(bp: Any) -> ClusterPlan:
                 f"{power.node_overhead_power_w / 1e3:,.0f} kW) exceeds the site budget {power.budget_w / 1e3:,.0f} kW",
                 Level.WARNING, hint="raise site.power_budget, lower node_overhead_w, or plan fewer nodes",
             ))
-    return ClusterPlan(tuple(training), tuple(serving), power, tuple(problems))
+    claims: list[ClaimCheck] = []
+    for i, claim in enumerate(bp.claims):
+        model_name, per_node, _ = groups.get(claim.node_group, (None, 0, 0))
+        if model_name is None:
+            problems.append(Problem(("claims", i, "node_group"), "plan-no-gpus",
+                                    f"node group '{claim.node_group}' has no GPUs"))
+            continue
+        try:
+            if claim.kind == "training-days":
+                claims.append(check_training_days_claim(claim.model, claim.nodes, per_node, model_name,
+                                                        claim.days, claim.tokens))
+            else:
+                claims.append(check_quantized_fits_claim(claim.model, claim.quantization, model_name,
+                                                         claim.weights / 1e9, claim.max_model_len))
+        except KeyError as exc:
+            problems.append(Problem(("claims", i, "model"), "plan-unknown-name", str(exc.args[0])))
+        except PlanError as exc:
+            problems.append(Problem(("claims", i), "plan-claim", str(exc)))
+    return ClusterPlan(tuple(training), tuple(serving), power, tuple(problems), tuple(claims))
+
+
+def plan_cluster(cluster: Any) -> ClusterPlan:
+    """The plan of a built :class:`~aiinfra.spec.cluster.Cluster`, computed once and memoised on it,
+    so validation's preflight, ``aiinfra plan`` and every renderer read the same numbers."""
+    if "plan" not in cluster.cache:
+        cluster.cache["plan"] = plan_blueprint(cluster.blueprint)
+    return cluster.cache["plan"]

@@ -47,10 +47,16 @@ def validator(phase: str = "blueprint") -> Callable[[Validator], Validator]:
 
 
 def run(phase: str, subject: object) -> list[Problem]:
+    _load_plugins()
     problems: list[Problem] = []
     for fn in _VALIDATORS[phase]:
         problems.extend(fn(subject))
     return problems
+
+
+def _load_plugins() -> None:
+    """Later stages register validators of their own (the planner's preflight)."""
+    import aiinfra.plan.preflight  # noqa: F401
 
 
 def error(path: tuple, id: str, message: str, hint: str = "") -> Problem:
@@ -364,6 +370,7 @@ def versions_compatible(v: BlueprintView) -> Iterator[Problem]:
 
 KNOWN_WARNINGS = {
     "rails-without-gpus", "fabric-oversubscribed", "fabric-partial-su", "fabric-su-split", "gpu-nodes-unscheduled",
+    "plan-serving-capacity", "plan-power-budget",
 }
 
 
@@ -388,4 +395,5 @@ _ALL_ERROR_IDS = {
     "undefined-node-group", "wrong-scheduler", "several-defaults", "undefined-qos", "no-gpus", "too-many-nodes",
     "conflicting-keys", "missing-key", "undefined-image", "driver-too-old-for-cuda", "unknown-cuda-version",
     "nccl-too-old", "bad-version", "unknown-key", "wrong-type", "invalid-value",
+    "plan-training", "plan-serving", "plan-unknown-name", "plan-no-gpus", "plan-too-many-nodes", "plan-claim",
 }

@@ -89,6 +89,7 @@ class Cluster:
     groups: dict[str, Group]
     hosts: dict[str, Host] = field(default_factory=dict)
     fabric: FabricSummary | None = None
+    cache: dict = field(default_factory=dict, repr=False, compare=False)  # later stages memoise here
 
     @property
     def name(self) -> str:

@@ -350,6 +350,34 @@ class ServingDeployment(Strict):
     image: str | None = Field(None, description="key of versions.images; default by engine")
 
 
+# ---------------------------------------------------------------- claims to check
+
+
+class TrainingDaysClaim(Strict):
+    """"<model> trains on <nodes> nodes in <days> days": the planner says whether it holds."""
+
+    kind: Literal["training-days"]
+    model: str = Field(description="catalog model")
+    node_group: str = Field(description="node group whose GPU model and GPUs per node are meant")
+    nodes: PosInt
+    days: Annotated[float, Field(gt=0, strict=False)]
+    tokens: Annotated[float, Field(gt=0, strict=False)] = Field(15e12, description="token budget of the claim")
+
+
+class QuantizedFitsClaim(Strict):
+    """"<model> in <quantization> is <weights> and runs on one GPU": checked against the planner."""
+
+    kind: Literal["fits-one-gpu"]
+    model: str
+    quantization: Literal["fp8", "int8", "awq-int4", "gptq-int4"]
+    node_group: str = Field(description="node group whose GPU is meant")
+    weights: Bytes = Field(description="claimed weight size, e.g. 35GB")
+    max_model_len: PosInt = 8192
+
+
+Claim = Annotated[TrainingDaysClaim | QuantizedFitsClaim, Field(discriminator="kind")]
+
+
 # ---------------------------------------------------------------- site
 
 
@@ -385,3 +413,6 @@ class Blueprint(Strict):
     models: dict[str, ModelArchitecture] = Field(default_factory=dict, description="custom architectures")
     training: list[TrainingJob] = Field(default_factory=list)
     serving: list[ServingDeployment] = Field(default_factory=list)
+    claims: list[Claim] = Field(
+        default_factory=list, description="statements about this cluster that `aiinfra plan` checks (e.g. a brief's)"
+    )
