@@ -230,13 +230,21 @@ def inventory(
     sys.stdout.write(json.dumps(model.hostvars[host], sort_keys=True) + "\n")
 
 
+# Each layer adds its commands with ``register(app, load)`` in a module of its own.
+COMMAND_MODULES = ("aiinfra.cli_plan", "aiinfra.cli_hosts", "aiinfra.cli_fabric", "aiinfra.cli_k8s")
+
+
 def _mount_optional() -> None:
-    """Sub-apps of later layers; each is optional so the core CLI always works."""
-    try:
-        from aiinfra.cli_plan import register as register_plan
-    except ImportError:
-        return
-    register_plan(app, load)
+    import importlib
+
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(app, load)
 
 
 _mount_optional()

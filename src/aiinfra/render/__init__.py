@@ -79,5 +79,9 @@ def render_all(cluster: Cluster, only: list[str] | None = None) -> Artifacts:
 
 
 def _load_targets() -> None:
-    # Importing a target module registers its renderers.
-    from aiinfra.render import inventory, kubernetes, summary  # noqa: F401
+    """Import every module of this package: importing a target module registers its renderers."""
+    import importlib
+    import pkgutil
+
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        importlib.import_module(f"{__name__}.{info.name}")
