@@ -1,0 +1,92 @@
+"""``aiinfra hosts up``: configure the hosts of an environment with Ansible (playbooks/site.yml).
+
+Mounted by :func:`aiinfra.cli._mount_optional` through :func:`register`. The work is done by
+:mod:`aiinfra.deploy.ansible`; this module parses options and shows progress and results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from aiinfra import paths
+from aiinfra.spec.loader import Loaded
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+_STYLE = {"ok": "green", "changed": "yellow", "failed": "red", "unreachable": "red"}
+
+
+def _totals_line(progress) -> Text:
+    hosts = progress.hosts.values()
+    counts = {k: sum(1 for s in hosts if s.status == k) for k in ("ok", "changed", "failed", "unreachable")}
+    line = Text(f"{progress.play} | {progress.task}\n", style="bold")
+    for k, n in counts.items():
+        line.append(f"{k} {n}  ", style=_STYLE[k])
+    line.append(f"({len(progress.hosts)} hosts seen)")
+    return line
+
+
+def host_table(hosts: dict, title: str = "hosts") -> Table:
+    table = Table(title=title)
+    for col in ("host", "status", "ok", "changed", "failed", "unreachable", "skipped"):
+        table.add_column(col, justify="left" if col in ("host", "status") else "right")
+    for name in sorted(hosts):
+        s = hosts[name]
+        table.add_row(name, Text(s.status, style=_STYLE[s.status]), str(s.ok), str(s.changed), str(s.failed),
+                      str(s.unreachable), str(s.skipped))
+    return table
+
+
+def register(app: typer.Typer, load: Callable[[str | None, Path | None], Loaded]) -> None:
+    hosts_app = typer.Typer(help="Configure hosts with Ansible from the rendered inventory.", no_args_is_help=True)
+    app.add_typer(hosts_app, name="hosts")
+
+    @hosts_app.command("up")
+    def up(
+        stack: Annotated[str | None, typer.Option("--stack", "-s", help="environment [default: $AIINFRA_STACK or dev]")] = None,
+        limit: Annotated[str | None, typer.Option("--limit", "-l", help="Ansible host pattern, e.g. gpu[001-032]")] = None,
+        tags: Annotated[str | None, typer.Option("--tags", "-t", help="roles to run, e.g. munge,slurm")] = None,
+        check: Annotated[bool, typer.Option("--check", help="dry run: report what would change")] = False,
+        render: Annotated[bool, typer.Option("--render", help="render manifests/<env> first when stale")] = False,
+        extra_vars: Annotated[list[str] | None, typer.Option(
+            "--extra-vars", "-e", help="extra variables: @file.yml (secrets, connection settings) or k=v")] = None,
+        inventory: Annotated[list[Path] | None, typer.Option(
+            "--inventory", "-i", help="an extra inventory source beside the rendered one")] = None,
+        forks: Annotated[int | None, typer.Option("--forks", help="hosts in parallel [ansible.cfg]")] = None,
+    ) -> None:
+        """Run playbooks/site.yml over manifests/<env>/ansible/inventory.yml; exit 1 if a host failed."""
+        from aiinfra.deploy.ansible import ensure_fresh, run_site
+
+        loaded = load(stack, None)
+        cluster = loaded.cluster
+        root = paths.project_root()
+        note = ensure_fresh(cluster, root, render)
+        out.print(f"{cluster.env}: {note}", highlight=False)
+
+        live = Live(Text("starting ansible-runner ..."), console=out, refresh_per_second=4, transient=True)
+
+        def show(progress) -> None:
+            live.update(Group(_totals_line(progress)))
+
+        with live:
+            result = run_site(cluster, root, limit=limit, tags=tags, check=check, extra_vars=extra_vars or [],
+                              inventories=inventory or [], forks=forks, on_event=show)
+        out.print(host_table(result.hosts, title=f"{cluster.env}: site.yml{' (check)' if check else ''}"))
+        for message in result.messages[:20]:
+            err.print(message, style="red", markup=False, highlight=False)
+        changed = result.changed
+        out.print(f"{len(result.hosts)} host(s), {changed} change(s), {len(result.failed_hosts)} failed, "
+                  f"{result.elapsed_s:.1f} s; artifacts: {result.private_data_dir}", highlight=False)
+        if not result.ok:
+            err.print(f"ansible-runner: {result.status} (rc {result.rc}); failed: "
+                      f"{', '.join(result.failed_hosts) or '-'}", style="red", highlight=False)
+            raise typer.Exit(1)

@@ -1,0 +1,266 @@
+"""Run ``playbooks/site.yml`` over the rendered inventory with ansible-runner.
+
+The executor applies what ``aiinfra render`` produced and decides nothing: it refuses stale
+manifests (or renders them first when asked), runs the playbook in a fresh private data dir
+under ``.aiinfra/runs/<timestamp>/`` (artifacts kept), reports progress from runner events and
+returns per-host results. The CLI (:mod:`aiinfra.cli_hosts`) shows them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from aiinfra import paths
+from aiinfra.errors import AiinfraError
+from aiinfra.render import render_all
+from aiinfra.render.writer import TreeDiff, diff_tree, write_tree
+from aiinfra.spec.cluster import Cluster
+
+CHECKOUT = Path(__file__).resolve().parents[3]
+
+
+class StaleManifests(AiinfraError):
+    """manifests/<env>/ differs from a fresh render of the blueprint."""
+
+
+class DeployError(AiinfraError):
+    """The playbook could not be started."""
+
+
+@dataclass
+class HostStats:
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    unreachable: int = 0
+    skipped: int = 0
+    rescued: int = 0
+    ignored: int = 0
+
+    @property
+    def status(self) -> str:
+        if self.unreachable:
+            return "unreachable"
+        if self.failed:
+            return "failed"
+        return "changed" if self.changed else "ok"
+
+
+@dataclass
+class Progress:
+    """What the run has done so far, updated from runner events (the live display reads it)."""
+
+    task: str = ""
+    play: str = ""
+    hosts: dict[str, HostStats] = field(default_factory=dict)
+    messages: list[str] = field(default_factory=list)  # first line of each failure
+
+    def host(self, name: str) -> HostStats:
+        return self.hosts.setdefault(name, HostStats())
+
+
+@dataclass
+class RunResult:
+    rc: int
+    status: str
+    hosts: dict[str, HostStats]
+    private_data_dir: Path
+    elapsed_s: float
+    messages: list[str]
+
+    @property
+    def failed_hosts(self) -> list[str]:
+        return sorted(h for h, s in self.hosts.items() if s.failed or s.unreachable)
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0 and not self.failed_hosts
+
+    @property
+    def changed(self) -> int:
+        return sum(s.changed for s in self.hosts.values())
+
+
+def code_root(project: Path) -> Path:
+    """Where playbooks/, roles/ and ansible.cfg are: the project's own, else this checkout's."""
+    if (project / "playbooks" / "site.yml").is_file() and (project / "roles").is_dir():
+        return project
+    return CHECKOUT
+
+
+def freshness(cluster: Cluster, root: Path) -> tuple[dict[str, str], TreeDiff]:
+    artifacts = render_all(cluster)
+    return artifacts, diff_tree(paths.manifests_dir(cluster.env, root), artifacts)
+
+
+def ensure_fresh(cluster: Cluster, root: Path, render: bool) -> str:
+    """Render first (``render``) or refuse when manifests/<env>/ is stale. Returns what happened."""
+    artifacts, diff = freshness(cluster, root)
+    if diff.clean:
+        return "manifests up to date"
+    if render:
+        write_tree(paths.manifests_dir(cluster.env, root), artifacts)
+        return f"rendered manifests/{cluster.env} ({len(artifacts)} files)"
+    stale = [*diff.changed, *diff.added, *diff.removed]
+    raise StaleManifests(
+        f"manifests/{cluster.env} is stale ({len(stale)} file(s), e.g. {stale[0]}): run "
+        f"`aiinfra render --stack {cluster.env}` and review the diff, or pass --render"
+    )
+
+
+def new_private_data_dir(root: Path) -> Path:
+    """A fresh folder per run: ansible-runner keeps command lines (e.g. --check) in its data dir."""
+    base = root / ".aiinfra" / "runs"
+    base.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    path = base / stamp
+    n = 0
+    while path.exists():
+        n += 1
+        path = base / f"{stamp}-{n}"
+    path.mkdir()
+    return path
+
+
+def _abs_extra_vars(value: str) -> str:
+    """``@file`` -> ``@/abs/file`` (the run's cwd is its private data dir); ``k=v`` stays."""
+    if value.startswith("@"):
+        return "@" + str(Path(value[1:]).expanduser().resolve())
+    return value
+
+
+def _quote(value: str) -> str:
+    import shlex
+
+    return shlex.quote(value)
+
+
+def handle_event(progress: Progress, event: dict) -> None:
+    """Fold one ansible-runner event into ``progress``."""
+    kind = event.get("event", "")
+    data = event.get("event_data", {}) or {}
+    host = data.get("host") or data.get("remote_addr")
+    if kind == "playbook_on_play_start":
+        progress.play = data.get("name", "")
+    elif kind == "playbook_on_task_start":
+        progress.task = data.get("task", "")
+    elif kind == "runner_on_ok" and host:
+        stats = progress.host(host)
+        stats.ok += 1
+        if (data.get("res") or {}).get("changed"):
+            stats.changed += 1
+    elif kind == "runner_on_failed" and host:
+        if data.get("ignore_errors"):
+            progress.host(host).ignored += 1
+        else:
+            progress.host(host).failed += 1
+            msg = str((data.get("res") or {}).get("msg", "")).splitlines()
+            progress.messages.append(f"{host}: {data.get('task', '')}: {msg[0] if msg else 'failed'}")
+    elif kind == "runner_on_unreachable" and host:
+        progress.host(host).unreachable += 1
+        msg = str((data.get("res") or {}).get("msg", "")).splitlines()
+        progress.messages.append(f"{host}: unreachable: {msg[0] if msg else ''}")
+    elif kind == "runner_on_skipped" and host:
+        progress.host(host).skipped += 1
+    elif kind == "playbook_on_stats":
+        # the authoritative totals
+        final: dict[str, HostStats] = {}
+        for key, attr in (("ok", "ok"), ("changed", "changed"), ("failures", "failed"), ("dark", "unreachable"),
+                          ("skipped", "skipped"), ("rescued", "rescued"), ("ignored", "ignored")):
+            for h, n in (data.get(key) or {}).items():
+                setattr(final.setdefault(h, HostStats()), attr, n)
+        progress.hosts = final
+
+
+def run_site(
+    cluster: Cluster,
+    root: Path,
+    *,
+    limit: str | None = None,
+    tags: str | None = None,
+    check: bool = False,
+    extra_vars: list[str] | None = None,
+    inventories: list[Path] | None = None,
+    forks: int | None = None,
+    on_event: Callable[[Progress], None] | None = None,
+    playbook: str = "site.yml",
+    envvars: dict[str, str] | None = None,
+) -> RunResult:
+    """Run playbooks/<playbook> over the cluster's rendered inventory (plus ``inventories``)."""
+    import ansible_runner
+
+    code = code_root(root)
+    playbook_path = code / "playbooks" / playbook
+    inventory = paths.manifests_dir(cluster.env, root) / "ansible" / "inventory.yml"
+    for path in (playbook_path, inventory):
+        if not path.is_file():
+            raise DeployError(f"{path} not found")
+    private = new_private_data_dir(root)
+    # ansible-runner drops its limit/tags/forks arguments when a cmdline is given, so every option
+    # travels in the cmdline.
+    cmdline = []
+    if check:
+        cmdline.append("--check")
+    if limit:
+        cmdline += ["--limit", _quote(limit)]
+    if tags:
+        cmdline += ["--tags", _quote(tags)]
+    if forks:
+        cmdline += ["--forks", str(forks)]
+    for value in extra_vars or []:
+        cmdline += ["--extra-vars", _quote(_abs_extra_vars(value))]
+    bindir = Path(sys.executable).parent  # the venv's ansible-playbook, whether or not it is activated
+    if not (bindir / "ansible-playbook").exists() and not shutil.which("ansible-playbook"):
+        raise DeployError("ansible-playbook not found: install ansible-core into this environment")
+    env = {
+        "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "ANSIBLE_CONFIG": str(code / "ansible.cfg"),
+        "ANSIBLE_ROLES_PATH": str(code / "roles"),
+        "ANSIBLE_FACT_CACHING_CONNECTION": str(root / ".aiinfra" / "facts"),
+        "ANSIBLE_FORCE_COLOR": "0",
+        **(envvars or {}),
+    }
+    progress = Progress()
+
+    def event_handler(event: dict) -> bool:
+        handle_event(progress, event)
+        if on_event:
+            on_event(progress)
+        return True
+
+    started = time.monotonic()
+    saved_path = os.environ.get("PATH", "")
+    os.environ["PATH"] = env["PATH"]  # ansible-runner looks ansible-playbook up in its own PATH
+    try:
+        runner = ansible_runner.run(
+            private_data_dir=str(private),
+            playbook=str(playbook_path),
+            inventory=[str(inventory.resolve()), *[str(Path(i).resolve()) for i in inventories or []]],
+            extravars={"aiinfra_project_root": str(root)},
+            cmdline=" ".join(cmdline) or None,
+            envvars=env,
+            event_handler=event_handler,
+            quiet=True,
+            project_dir=str(code),
+        )
+    finally:
+        os.environ["PATH"] = saved_path
+    messages = progress.messages
+    if runner.rc and not progress.hosts:  # ansible-playbook failed before any host: show why
+        tail = (runner.stdout.read() if runner.stdout else "").strip().splitlines()[-5:]
+        messages = [*messages, *tail]
+    return RunResult(
+        rc=runner.rc if runner.rc is not None else 1,
+        status=runner.status,
+        hosts=progress.hosts,
+        private_data_dir=private,
+        elapsed_s=time.monotonic() - started,
+        messages=messages,
+    )

@@ -1,0 +1,1 @@
+"""Test harness: hosts made on this machine (network namespaces + sshd) for real Ansible runs."""

@@ -1,0 +1,119 @@
+"""The Slurm test bed: the fixture blueprint, its hosts (network namespaces), fake hardware and the
+extra variables a real `aiinfra hosts up` over them needs. Used by tests/slurm/ and the benchmark.
+
+Fake hardware, all under /run/aiinfra-testbed (FAKE_ROOT):
+  dev/nvidia0..7                  character devices (major 195) for gres.conf File= (shared)
+  <node>/gpus/nvidia0..7          what the health check's GPU probe counts, per node
+  <node>/infiniband/<hca>/ports/1 state and rate files of the HCAs, per node
+  <node>/mounts                   a mounts file with the Lustre mount, per node
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import stat
+from pathlib import Path
+
+import yaml
+
+from .testbed import REQUIRED_BINARIES, Host, Testbed, missing_binaries
+
+CHECKOUT = Path(__file__).resolve().parents[2]
+FIXTURE = CHECKOUT / "tests" / "fixtures" / "slurm-testbed"
+STACK = "testbed"
+FAKE_ROOT = Path("/run/aiinfra-testbed")
+GATEWAY = "10.77.0.1/24"
+SLURM_BINARIES = ("slurmctld", "slurmd", "slurmdbd", "sinfo", "srun", "sbatch", "sacct", "sacctmgr", "scontrol",
+                  "munged", "mariadbd", "mysql")
+# Daemons' state the test bed owns on this machine (wiped before a run for deterministic job ids).
+STATE_DIRS = ("/var/spool/slurmctld", "/var/spool/slurmd")
+
+
+def missing_requirements() -> str | None:
+    """Why the real Slurm test bed cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, sshd, daemons)"
+    lost = missing_binaries([*REQUIRED_BINARIES, *SLURM_BINARIES])
+    sbin = [b for b in lost if b in SLURM_BINARIES and Path(f"/usr/sbin/{b}").exists()]
+    lost = [b for b in lost if b not in sbin]
+    if lost:
+        return f"missing binaries: {', '.join(lost)} (install the packages of .ci/apt-packages.txt)"
+    return None
+
+
+def prepare_root(dest: Path) -> Path:
+    """A project root (AIINFRA_ROOT) with the test bed's blueprint; manifests are rendered into it."""
+    shutil.copytree(FIXTURE, dest, dirs_exist_ok=True)
+    return dest
+
+
+def hosts_from_inventory(root: Path) -> list[Host]:
+    inventory = yaml.safe_load((root / "manifests" / STACK / "ansible" / "inventory.yml").read_text())
+    return [Host(name, hv["ansible_host"]) for name, hv in sorted(inventory["all"]["hosts"].items())]
+
+
+def compute_nodes(root: Path) -> list[str]:
+    inventory = yaml.safe_load((root / "manifests" / STACK / "ansible" / "inventory.yml").read_text())
+    return sorted(inventory["all"]["children"]["slurm_compute"]["hosts"])
+
+
+def make_fake_hardware(nodes: list[str], gpus: int = 8, hcas: tuple[str, ...] = ("mlx5_0", "mlx5_1"),
+                       rate_gbps: int = 400, mountpoint: str = "/lustre") -> None:
+    shutil.rmtree(FAKE_ROOT, ignore_errors=True)
+    dev = FAKE_ROOT / "dev"
+    dev.mkdir(parents=True)
+    for i in range(gpus):
+        os.mknod(dev / f"nvidia{i}", 0o666 | stat.S_IFCHR, os.makedev(195, i))
+    for node in nodes:
+        set_fake_gpus(node, gpus)
+        for hca in hcas:
+            port = FAKE_ROOT / node / "infiniband" / hca / "ports" / "1"
+            port.mkdir(parents=True)
+            (port / "state").write_text("4: ACTIVE\n")
+            (port / "rate").write_text(f"{rate_gbps} Gb/sec (4X NDR)\n")
+        (FAKE_ROOT / node / "mounts").write_text(
+            f"10.77.0.250@tcp:/tbfs {mountpoint} lustre rw,flock,lazystatfs 0 0\n")
+
+
+def set_fake_gpus(node: str, count: int) -> None:
+    gpus = FAKE_ROOT / node / "gpus"
+    shutil.rmtree(gpus, ignore_errors=True)
+    gpus.mkdir(parents=True)
+    for i in range(count):
+        (gpus / f"nvidia{i}").write_text("")
+
+
+def probes() -> dict:
+    """The health check's probes, pointed at the fakes (%n: the node name)."""
+    return {
+        "gpu_count_command": f"ls -1 {FAKE_ROOT}/%n/gpus",
+        "infiniband_dir": f"{FAKE_ROOT}/%n/infiniband",
+        "hca_port": 1,
+        "mounts_file": f"{FAKE_ROOT}/%n/mounts",
+        "scontrol": "scontrol",
+        "timeout_s": 20,
+    }
+
+
+def write_extra_vars(testbed: Testbed, path: Path) -> Path:
+    """Connection settings, the secrets (made up per run) and the no-systemd service manager."""
+    data = {
+        "ansible_user": "root",
+        "ansible_ssh_private_key_file": str(testbed.key),
+        "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
+        "munge_key": secrets.token_urlsafe(48),
+        "munge_service_manager": "direct",
+        "slurm_service_manager": "direct",
+        "slurm_dbd_storage_pass": secrets.token_urlsafe(18),
+        "slurm_nodecheck_probes": probes(),
+    }
+    path.write_text(yaml.safe_dump(data, sort_keys=True))
+    path.chmod(0o600)
+    return path
+
+
+def wipe_state() -> None:
+    for d in STATE_DIRS:
+        shutil.rmtree(d, ignore_errors=True)

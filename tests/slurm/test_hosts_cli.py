@@ -1,0 +1,73 @@
+"""`aiinfra hosts up` without hosts: stale manifests are refused, runner events are counted, and an
+unreachable host makes the run fail with a per-host table and kept artifacts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aiinfra.deploy.ansible import HostStats, Progress, handle_event, new_private_data_dir
+from conftest import ROOT
+
+FIXTURE = ROOT / "tests" / "fixtures" / "slurm-testbed"
+
+
+def aiinfra(root: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, AIINFRA_ROOT=str(root), COLUMNS="160")
+    return subprocess.run([sys.executable, "-m", "aiinfra.cli", *args], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=180)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    shutil.copytree(FIXTURE, tmp_path / "root")
+    return tmp_path / "root"
+
+
+def test_refuses_stale_manifests(root):
+    out = aiinfra(root, "hosts", "up", "--stack", "testbed")
+    assert out.returncode == 1
+    assert "manifests/testbed is stale" in out.stderr and "--render" in out.stderr
+    assert not (root / ".aiinfra" / "runs").exists()
+
+
+def test_unreachable_host_fails_the_run(root):
+    out = aiinfra(root, "hosts", "up", "--stack", "testbed", "--render", "--limit", "gpu01", "--tags", "munge",
+                  "-e", "ansible_host=127.0.0.1", "-e", "ansible_port=9", "-e", "munge_key=" + "k" * 40)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "rendered manifests/testbed" in out.stdout
+    row = next(line for line in out.stdout.splitlines() if "gpu01" in line)
+    assert "unreachable" in row
+    runs = list((root / ".aiinfra" / "runs").iterdir())
+    assert len(runs) == 1 and list(runs[0].glob("artifacts/*/job_events/*.json"))
+    assert "gpu01" in out.stderr  # the failed hosts are named
+
+
+def test_events_fold_into_per_host_counts():
+    progress = Progress()
+    for event in (
+        {"event": "playbook_on_play_start", "event_data": {"name": "slurm"}},
+        {"event": "playbook_on_task_start", "event_data": {"task": "Start slurmd"}},
+        {"event": "runner_on_ok", "event_data": {"host": "gpu01", "res": {"changed": True}}},
+        {"event": "runner_on_ok", "event_data": {"host": "gpu02", "res": {"changed": False}}},
+        {"event": "runner_on_failed", "event_data": {"host": "gpu03", "task": "Start slurmd", "res": {"msg": "boom"}}},
+        {"event": "runner_on_failed", "event_data": {"host": "gpu04", "ignore_errors": True, "res": {}}},
+    ):
+        handle_event(progress, event)
+    assert (progress.play, progress.task) == ("slurm", "Start slurmd")
+    assert progress.hosts["gpu01"].status == "changed" and progress.hosts["gpu02"].status == "ok"
+    assert progress.hosts["gpu03"].status == "failed" and progress.hosts["gpu04"].status == "ok"
+    assert progress.messages == ["gpu03: Start slurmd: boom"]
+    handle_event(progress, {"event": "playbook_on_stats", "event_data": {
+        "ok": {"gpu01": 3}, "changed": {"gpu01": 1}, "dark": {"gpu02": 1}, "failures": {}}})
+    assert progress.hosts == {"gpu01": HostStats(ok=3, changed=1), "gpu02": HostStats(unreachable=1)}
+
+
+def test_private_data_dirs_are_fresh(tmp_path: Path):
+    first, second = new_private_data_dir(tmp_path), new_private_data_dir(tmp_path)
+    assert first != second and first.parent == tmp_path / ".aiinfra" / "runs"

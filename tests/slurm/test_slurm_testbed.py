@@ -1,0 +1,152 @@
+"""Slurm for real: `aiinfra hosts up` configures five hosts made on this machine, twice.
+
+The hosts are network namespaces with their own address, hostname and key-only sshd
+(tests/harness/testbed.py); the blueprint is tests/fixtures/slurm-testbed (Debian 12's Slurm
+22.05, four 8-GPU nodes in two SUs, fake GPU character devices). One module-scoped fixture brings
+the test bed up and runs the playbook once; the tests then check what the cluster does.
+Teardown stops every process of every namespace (compute nodes first) even after a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import slurm_testbed as st
+from harness.testbed import Testbed, wait_until
+
+pytestmark = pytest.mark.slow
+
+REASON = st.missing_requirements()
+AIINFRA = [sys.executable, "-m", "aiinfra.cli"]
+# The test bed's hosts share this machine's filesystem: only the layer under test runs on them
+# (the OS-baseline and hardware roles have their own tests on a chroot).
+SLURM_LAYER = "validate,munge,slurm"
+
+
+def aiinfra(root: Path, *args: str, timeout: float = 400) -> subprocess.CompletedProcess:
+    env = dict(os.environ, AIINFRA_ROOT=str(root), COLUMNS="160")
+    return subprocess.run([*AIINFRA, *args], cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def bed(tmp_path_factory):
+    if REASON:
+        pytest.skip(f"real Slurm test bed: {REASON}")
+    root = st.prepare_root(tmp_path_factory.mktemp("slurm-testbed"))
+    rendered = aiinfra(root, "render", "--stack", st.STACK)
+    assert rendered.returncode == 0, rendered.stderr
+    testbed = Testbed(st.hosts_from_inventory(root), tmp_path_factory.mktemp("testbed-work"), st.GATEWAY)
+    nodes = st.compute_nodes(root)
+    try:
+        st.wipe_state()
+        st.make_fake_hardware(nodes)
+        testbed.up()
+        extra = st.write_extra_vars(testbed, testbed.workdir / "vars.yml")
+        started = time.monotonic()
+        first = aiinfra(root, "hosts", "up", "--stack", st.STACK, "--tags", SLURM_LAYER, "-e", f"@{extra}")
+        first_s = time.monotonic() - started
+        yield {"root": root, "testbed": testbed, "nodes": nodes, "extra": extra, "first": first,
+               "first_s": first_s, "controller": next(h for h in testbed.hosts if h.name.startswith("ctl"))}
+    finally:
+        testbed.down(compute_first=nodes)
+
+
+def on_controller(bed, command: str, timeout: float = 60) -> str:
+    result = bed["testbed"].ssh(bed["controller"], command, timeout=timeout, check=False)
+    assert result.returncode == 0, f"{command}: {result.stderr or result.stdout}"
+    return result.stdout
+
+
+def test_first_run_configures_every_host(bed):
+    first = bed["first"]
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    for host in bed["testbed"].hosts:
+        assert re.search(rf"{host.name}\s.*\s(changed|ok)\s", first.stdout), first.stdout
+    print(f"first run: {bed['first_s']:.1f} s")
+
+
+def test_every_node_idle_with_its_gpus(bed):
+    out = wait_until("nodes idle", lambda: _idle(bed), 60, 1)
+    assert sorted(out) == bed["nodes"]
+    assert set(out.values()) == {"gpu:h100:8"}
+
+
+def _idle(bed) -> dict[str, str] | None:
+    lines = on_controller(bed, "timeout 20 sinfo -h -N -o '%N %t %G'").split()
+    rows = dict(zip(lines[0::3], zip(lines[1::3], lines[2::3], strict=True), strict=True))
+    if all(state == "idle" for state, _ in rows.values()):
+        return {n: re.sub(r"\(.*\)$", "", g) for n, (_, g) in rows.items()}
+    return None
+
+
+def test_srun_sees_two_gpus(bed):
+    out = on_controller(bed, "timeout 60 srun -N1 --gres=gpu:2 env | grep ^CUDA_VISIBLE_DEVICES=")
+    assert out.strip() == "CUDA_VISIBLE_DEVICES=0,1"
+
+
+def test_sbatch_inside_one_switch_and_accounted(bed):
+    job = on_controller(bed, "timeout 30 sbatch --parsable -N2 --switches=1 --gres=gpu:1 --wrap 'srun hostname'").strip()
+    job_id = job.split(";")[0]
+
+    def done():
+        out = on_controller(bed, f"timeout 20 sacct -n -X -P -j {job_id} -o State,NodeList,AllocTRES")
+        return out.strip() if out.startswith("COMPLETED") else None
+
+    state, nodelist, tres = wait_until(f"job {job_id} completed in the accounting", done, 90, 1).split("|")
+    # two nodes of one SU (su01: gpu[01-02], su02: gpu[03-04])
+    assert nodelist in ("gpu[01-02]", "gpu[03-04]"), nodelist
+    assert "gres/gpu=2" in tres, tres
+    topology = on_controller(bed, "timeout 20 scontrol show topology")
+    assert "SwitchName=spine" in topology and "Switches=su[01-02]" in topology
+
+
+def test_health_check_drains_a_node_with_a_wrong_gpu_count(bed):
+    node = next(h for h in bed["testbed"].hosts if h.name == bed["nodes"][-1])
+    st.set_fake_gpus(node.name, 7)
+    try:
+        result = bed["testbed"].ssh(node, "/usr/local/sbin/aiinfra-nodecheck", check=False)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "7 GPUs, GRES says 8" in result.stdout, result.stdout + result.stderr
+        reasons = on_controller(bed, "timeout 20 sinfo -R -h -o '%N|%E'")
+        assert f"{node.name}|aiinfra-nodecheck: 7 GPUs, GRES says 8" in reasons.splitlines(), (
+            reasons + result.stdout + result.stderr + on_controller(bed, "sinfo -R; scontrol show node " + node.name))
+        state = on_controller(bed, f"timeout 20 sinfo -h -n {node.name} -o %t").strip()
+        assert state.startswith("drain"), state
+    finally:
+        st.set_fake_gpus(node.name, 8)
+    # healthy again: the check resumes the node it drained itself
+    result = bed["testbed"].ssh(node, "/usr/local/sbin/aiinfra-nodecheck", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert on_controller(bed, f"timeout 20 sinfo -h -n {node.name} -o %t").strip() == "idle"
+
+
+def test_second_run_changes_nothing(bed):
+    started = time.monotonic()
+    second = aiinfra(bed["root"], "hosts", "up", "--stack", st.STACK, "--tags", SLURM_LAYER, "-e", f"@{bed['extra']}")
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert re.search(r"\b0 change\(s\)", second.stdout), second.stdout
+    runs = sorted((bed["root"] / ".aiinfra" / "runs").iterdir())
+    assert len(runs) >= 2 and (runs[-1] / "artifacts").is_dir()
+    print(f"second run: {time.monotonic() - started:.1f} s")
+
+
+def test_no_secret_in_manifests_or_run_logs(bed):
+    extra = bed["extra"].read_text()
+    secrets = [line.split(":", 1)[1].strip() for line in extra.splitlines()
+               if line.startswith(("munge_key:", "slurm_dbd_storage_pass:"))]
+    assert len(secrets) == 2
+    for folder in (bed["root"] / "manifests", bed["root"] / ".aiinfra" / "runs"):
+        for path in folder.rglob("*"):
+            if path.is_file() and path.suffix != ".pyc":
+                text = path.read_text(errors="replace")
+                for secret in secrets:
+                    assert secret not in text, f"a secret leaked into {path}"
+    dbd = on_controller(bed, "stat -c %a /etc/slurm/slurmdbd.conf").strip()
+    assert dbd == "600"
