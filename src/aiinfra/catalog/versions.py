@@ -1,7 +1,24 @@
 """Version compatibility: the rules `aiinfra validate` checks before any host is touched.
 
-CUDA minimum drivers: NVIDIA CUDA Toolkit Release Notes, table "CUDA Toolkit and Corresponding
-Driver Versions" (Linux x86_64, toolkit driver version, i.e. without minor-version compatibility).
+Each rule names both versions involved in its message. The tables are facts from the vendors'
+release notes; extend them when a release note adds a row (a version the table does not know is
+an error, so an unreviewed combination never reaches a host).
+
+Sources:
+
+- CUDA minimum drivers: NVIDIA CUDA Toolkit Release Notes, table "CUDA Toolkit and Corresponding
+  Driver Versions" (Linux x86_64, toolkit driver version, i.e. without minor-version compatibility).
+- DOCA-Host (DOCA-OFED) supported operating systems: NVIDIA DOCA release notes, section
+  "Supported Platforms and Operating Systems" of each release (x86_64 hosts; only the OS lines this
+  blueprint's ``versions.os`` allows are kept). Ubuntu 24.04 first appears with DOCA 2.7.
+- Kernel series of each OS: Canonical's Ubuntu kernel lifecycle (22.04: 5.15 GA, HWE 6.2 / 6.5 /
+  6.8; 24.04: 6.8 GA, HWE 6.11 / 6.14) and Red Hat's "Red Hat Enterprise Linux Release Dates"
+  (every RHEL 9 minor release ships a 5.14.0 kernel; Rocky Linux 9 follows RHEL 9).
+- Lustre client support: the "Client support for unpatched kernels" and "Interoperability /
+  OFED" lines of the Lustre ChangeLog of each release (lustre.org), per kernel series; the
+  OFED range is the MLNX_OFED / DOCA-OFED the o2iblnd module of that release builds against
+  (MLNX_OFED 23.10 = DOCA 2.5, 24.01 = 2.6, 24.04 = 2.7, 24.07 = 2.8, 24.10 = 2.9, 25.01 = 2.10,
+  25.04 = 3.0).
 """
 
 from __future__ import annotations
@@ -23,6 +40,11 @@ def version_tuple(text: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
+def _series(text: str, parts: int = 2) -> str:
+    """``"5.15.0-134-generic"`` -> ``"5.15"``; ``"2.16.1"`` -> ``"2.16"``."""
+    return ".".join(str(p) for p in version_tuple(text)[:parts])
+
+
 # CUDA toolkit (major.minor) -> minimum Linux driver of its GA release.
 CUDA_MIN_DRIVER: dict[str, str] = {
     "12.0": "525.60.13",
@@ -36,16 +58,62 @@ CUDA_MIN_DRIVER: dict[str, str] = {
     "12.9": "575.51.03",
 }
 
+# Kernel series (major.minor) each OS of versions.os ships or supports (GA and HWE kernels).
+OS_KERNEL_SERIES: dict[str, tuple[str, ...]] = {
+    "ubuntu-22.04": ("5.15", "6.2", "6.5", "6.8"),
+    "ubuntu-24.04": ("6.8", "6.11", "6.14"),
+    "rhel-9": ("5.14",),
+    "rocky-9": ("5.14",),
+}
+
+# DOCA-Host release (major.minor) -> operating systems of its supported-platforms table.
+DOCA_SUPPORTED_OS: dict[str, tuple[str, ...]] = {
+    "2.5": ("ubuntu-22.04", "rhel-9", "rocky-9"),
+    "2.6": ("ubuntu-22.04", "rhel-9", "rocky-9"),
+    "2.7": ("ubuntu-22.04", "ubuntu-24.04", "rhel-9", "rocky-9"),
+    "2.8": ("ubuntu-22.04", "ubuntu-24.04", "rhel-9", "rocky-9"),
+    "2.9": ("ubuntu-22.04", "ubuntu-24.04", "rhel-9", "rocky-9"),
+    "2.10": ("ubuntu-22.04", "ubuntu-24.04", "rhel-9", "rocky-9"),
+    "3.0": ("ubuntu-22.04", "ubuntu-24.04", "rhel-9", "rocky-9"),
+}
+
+
+@dataclass(frozen=True)
+class LustreClientSupport:
+    """What one Lustre client release builds and runs against."""
+
+    kernels: dict[str, tuple[str, ...]]  # versions.os -> kernel series (major.minor)
+    doca_min: str  # oldest DOCA-OFED (major.minor) its o2iblnd builds against
+    doca_max: str  # newest one
+
+
+# Lustre client release (major.minor.patch) -> supported kernels and OFED range.
+LUSTRE_CLIENT_SUPPORT: dict[str, LustreClientSupport] = {
+    "2.15.4": LustreClientSupport({"ubuntu-22.04": ("5.15",), "rhel-9": ("5.14",), "rocky-9": ("5.14",)},
+                                  "2.5", "2.6"),
+    "2.15.5": LustreClientSupport({"ubuntu-22.04": ("5.15", "6.5"), "rhel-9": ("5.14",), "rocky-9": ("5.14",)},
+                                  "2.5", "2.7"),
+    "2.15.6": LustreClientSupport({"ubuntu-22.04": ("5.15", "6.5", "6.8"), "ubuntu-24.04": ("6.8",),
+                                   "rhel-9": ("5.14",), "rocky-9": ("5.14",)},
+                                  "2.5", "2.9"),
+    "2.16.0": LustreClientSupport({"ubuntu-22.04": ("5.15", "6.8"), "ubuntu-24.04": ("6.8",),
+                                   "rhel-9": ("5.14",), "rocky-9": ("5.14",)},
+                                  "2.7", "2.9"),
+    "2.16.1": LustreClientSupport({"ubuntu-22.04": ("5.15", "6.8"), "ubuntu-24.04": ("6.8", "6.11"),
+                                   "rhel-9": ("5.14",), "rocky-9": ("5.14",)},
+                                  "2.7", "3.0"),
+}
+
 
 @dataclass(frozen=True)
 class Incompatibility:
     rule: str  # stable id
     message: str
-    fields: tuple[str, ...]  # version keys involved (for key paths)
+    fields: tuple[str, ...]  # version keys involved (for key paths); the first one is reported
 
 
 def check_driver_for_cuda(driver: str, cuda: str) -> Incompatibility | None:
-    minor = ".".join(str(p) for p in version_tuple(cuda)[:2])
+    minor = _series(cuda)
     if minor not in CUDA_MIN_DRIVER:
         return Incompatibility(
             "unknown-cuda-version",
@@ -69,15 +137,103 @@ def check_nccl(nccl: str) -> Incompatibility | None:
     return None
 
 
+def check_kernel_for_os(kernel: str, os_name: str) -> Incompatibility | None:
+    """The kernel must be one the OS ships (GA or HWE): DOCA and Lustre modules are built per OS kernel."""
+    known = OS_KERNEL_SERIES.get(os_name)
+    if known is None or _series(kernel) in known:
+        return None
+    return Incompatibility(
+        "kernel-not-for-os",
+        f"kernel {kernel} is not a kernel of {os_name} (its series: {', '.join(known)})",
+        ("kernel", "os"),
+    )
+
+
+def check_doca_for_os(doca: str, os_name: str) -> Incompatibility | None:
+    minor = _series(doca)
+    if minor not in DOCA_SUPPORTED_OS:
+        return Incompatibility(
+            "unknown-doca-version",
+            f"DOCA-OFED {doca} is not in the compatibility table (known: {', '.join(DOCA_SUPPORTED_OS)})",
+            ("doca_ofed",),
+        )
+    supported = DOCA_SUPPORTED_OS[minor]
+    if os_name not in supported:
+        return Incompatibility(
+            "doca-unsupported-os",
+            f"DOCA-OFED {doca} does not support {os_name} (it supports: {', '.join(supported)})",
+            ("doca_ofed", "os"),
+        )
+    return None
+
+
+def check_lustre_client(lustre: str, os_name: str, kernel: str, doca: str | None) -> list[Incompatibility]:
+    """The Lustre client must support the OS's kernel series and build against the DOCA-OFED release."""
+    release = ".".join(str(p) for p in version_tuple(lustre)[:3])
+    support = LUSTRE_CLIENT_SUPPORT.get(release)
+    if support is None:
+        return [Incompatibility(
+            "unknown-lustre-version",
+            f"Lustre client {lustre} is not in the compatibility table (known: {', '.join(LUSTRE_CLIENT_SUPPORT)})",
+            ("lustre_client",),
+        )]
+    found = []
+    series = _series(kernel)
+    kernels = support.kernels.get(os_name, ())
+    if series not in kernels:
+        where = f"{os_name} kernels {', '.join(kernels)}" if kernels else f"no kernel of {os_name}"
+        found.append(Incompatibility(
+            "lustre-unsupported-kernel",
+            f"Lustre client {lustre} does not support kernel {kernel} on {os_name} (it supports {where})",
+            ("lustre_client", "kernel"),
+        ))
+    if doca:
+        doca_minor = version_tuple(doca)[:2]
+        if not version_tuple(support.doca_min) <= doca_minor <= version_tuple(support.doca_max):
+            found.append(Incompatibility(
+                "lustre-unsupported-ofed",
+                f"Lustre client {lustre} does not build against DOCA-OFED {doca} "
+                f"(it supports DOCA-OFED {support.doca_min} to {support.doca_max})",
+                ("lustre_client", "doca_ofed"),
+            ))
+    return found
+
+
+def _parses(*texts: str | None) -> bool:
+    try:
+        for text in texts:
+            if text is not None:
+                version_tuple(text)
+    except ValueError:
+        return False
+    return True
+
+
 def check_versions(versions: dict[str, str | None]) -> list[Incompatibility]:
-    """Every rule of the table against a blueprint's ``versions`` section."""
+    """Every rule of the table against a blueprint's ``versions`` section.
+
+    A rule whose versions do not parse is skipped: the validator reports those as ``bad-version``.
+    """
     found: list[Incompatibility] = []
-    if versions.get("nvidia_driver") and versions.get("cuda"):
-        hit = check_driver_for_cuda(versions["nvidia_driver"], versions["cuda"])
+    driver, cuda, nccl = versions.get("nvidia_driver"), versions.get("cuda"), versions.get("nccl")
+    os_name, kernel, doca = versions.get("os"), versions.get("kernel"), versions.get("doca_ofed")
+    lustre = versions.get("lustre_client")
+    if driver and cuda and _parses(driver, cuda):
+        hit = check_driver_for_cuda(driver, cuda)
         if hit:
             found.append(hit)
-    if versions.get("nccl"):
-        hit = check_nccl(versions["nccl"])
+    if nccl and _parses(nccl):
+        hit = check_nccl(nccl)
         if hit:
             found.append(hit)
+    if os_name and kernel and _parses(kernel):
+        hit = check_kernel_for_os(kernel, os_name)
+        if hit:
+            found.append(hit)
+    if os_name and doca and _parses(doca):
+        hit = check_doca_for_os(doca, os_name)
+        if hit:
+            found.append(hit)
+    if os_name and kernel and lustre and _parses(kernel, lustre, doca):
+        found.extend(check_lustre_client(lustre, os_name, kernel, doca))
     return found

@@ -1,0 +1,101 @@
+"""Inventory variables of the host roles, beside the inventory (``ansible/group_vars/all/``).
+
+The inventory (:mod:`aiinfra.render.inventory`) carries hosts, groups, addresses and versions.
+The host roles (common, nvidia_driver, infiniband, lustre_client, nvmeof, container_runtime,
+dcgm) and playbooks/rolling.yml also need parts of the blueprint that are the same for every
+host: the fabric's partition keys and subnet managers, the storage network, Lustre and NVMe-oF,
+and the rollout batches. Ansible loads ``group_vars/`` next to an inventory file by itself, so
+these files reach every play that uses the rendered inventory.
+
+Also the cluster's ``/etc/hosts`` block (``hosts/etc-hosts``): every host's management address,
+rendered once here rather than templated on each of 16,384 hosts over every other host's
+variables (which is quadratic in Ansible).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from ClusterShell.NodeSet import NodeSet
+
+from aiinfra.catalog.links import LINK_RATES, link_rate
+from aiinfra.render import Artifacts, renderer
+from aiinfra.render.templates import dump_yaml
+from aiinfra.spec.cluster import Cluster
+
+DEFAULT_ROLLOUT = {"first_batch": 1, "batch_size": 32, "max_fail_percentage": 0, "drain_timeout_s": 14400}
+
+
+def _header(cluster: Cluster, what: str) -> str:
+    return f"# {what} of '{cluster.env}', rendered by aiinfra from {cluster.source}. Do not edit.\n"
+
+
+def fabric_vars(cluster: Cluster) -> dict:
+    """``aiinfra_fabric`` (what opensm and the HCA check need) and ``aiinfra_ibstat_rates`` (the
+    catalog's ibstat "Rate:" of each link rate name, for the ``aiinfra_rail_rate`` group variable)."""
+    rates = {"aiinfra_ibstat_rates": {name: r.ibstat_rate for name, r in LINK_RATES.items()}}
+    fab = cluster.blueprint.fabric
+    if fab is None:
+        return {"aiinfra_fabric": None, **rates}
+    rate = link_rate(fab.rate)
+    return {
+        **rates,
+        "aiinfra_fabric": {
+            "rate": rate.name,
+            "ibstat_rate": rate.ibstat_rate,
+            "pkeys": list(fab.pkeys),
+            "subnet_managers": list(NodeSet(fab.subnet_managers)) if fab.subnet_managers else [],
+            "sharp": fab.sharp,
+        }
+    }
+
+
+def storage_vars(cluster: Cluster) -> dict:
+    """``aiinfra_storage_network``, ``aiinfra_lustre`` and ``aiinfra_nvmeof`` (null when not declared)."""
+    bp = cluster.blueprint
+    net = bp.networks.storage
+    storage_network = None
+    if net is not None:
+        cidr = ipaddress.IPv4Network(net.cidr)
+        storage_network = {"cidr": str(cidr), "prefix": cidr.prefixlen}
+    lustre = bp.storage.lustre
+    nvmeof = bp.storage.nvmeof
+    return {
+        "aiinfra_storage_network": storage_network,
+        "aiinfra_lustre": None if lustre is None else {
+            "fsname": lustre.fsname,
+            "mgs_nids": list(lustre.mgs_nids),
+            "mountpoint": lustre.mountpoint,
+            "mount_options": list(lustre.mount_options),
+            "lnet": lustre.lnet,
+        },
+        "aiinfra_nvmeof": None if nvmeof is None else {
+            "transport": nvmeof.transport,
+            "targets": [{"nqn": t.nqn, "address": t.address, "port": t.port} for t in nvmeof.targets],
+        },
+    }
+
+
+def rollout_vars(cluster: Cluster) -> dict:
+    """``aiinfra_rollout``: batches of playbooks/rolling.yml (Ansible ``serial`` is [first, size])."""
+    r = cluster.blueprint.rollout
+    values = dict(DEFAULT_ROLLOUT) if r is None else r.model_dump()
+    values["serial"] = [values["first_batch"], values["batch_size"]]
+    return {"aiinfra_rollout": values}
+
+
+def etc_hosts(cluster: Cluster) -> str:
+    """One ``address name`` line per host, in blueprint order."""
+    lines = [f"{h.management_address} {h.name}" for h in cluster.hosts.values()]
+    return "\n".join(lines) + "\n"
+
+
+@renderer("host_vars", "Variables of the host roles (group_vars/all) and the cluster's /etc/hosts block")
+def render_host_vars(cluster: Cluster) -> Artifacts:
+    group_vars = "ansible/group_vars/all"
+    return {
+        f"{group_vars}/fabric.yml": _header(cluster, "Fabric variables") + dump_yaml(fabric_vars(cluster)),
+        f"{group_vars}/storage.yml": _header(cluster, "Storage variables") + dump_yaml(storage_vars(cluster)),
+        f"{group_vars}/rollout.yml": _header(cluster, "Rollout variables") + dump_yaml(rollout_vars(cluster)),
+        "hosts/etc-hosts": etc_hosts(cluster),
+    }
