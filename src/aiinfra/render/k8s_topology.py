@@ -1,0 +1,104 @@
+"""Kubernetes node labels and taints, derived from the cluster and fabric model.
+
+One function, :func:`node_labels`, says what a node is: its GPU product and count, node group,
+scalable unit (SU), the leaf switch of each rail and its NVLink domain. The kubelet registers the
+node with these labels (``manifests/<env>/k8s-hosts/nodes.yaml``, applied by the ``kubernetes``
+role), Kueue's ResourceFlavors select them and Kueue's Topology is built from the same keys
+(:func:`topology_levels`), so the placement Kueue computes is the fabric the blueprint describes.
+
+Labels are under ``aiinfra.io/`` (kubelets may set these; ``nvidia.com/gpu.*`` belong to GPU
+Feature Discovery and ``node-role.kubernetes.io/*`` to kubeadm).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiinfra.catalog.k8s_resources import LABEL_PREFIX, NODE_GROUP_LABEL, SU_LABEL
+from aiinfra.spec.cluster import Cluster, Group, Host, su_name
+
+PREFIX = LABEL_PREFIX
+GPU_MODEL_LABEL = f"{PREFIX}/gpu-model"
+GPU_PRODUCT_LABEL = f"{PREFIX}/gpu-product"
+GPU_COUNT_LABEL = f"{PREFIX}/gpu-count"
+NVLINK_DOMAIN_LABEL = f"{PREFIX}/nvlink-domain"
+LUSTRE_LABEL = f"{PREFIX}/lustre"
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+
+# GPU nodes repel pods that do not ask for GPUs (the GPU Operator's daemonsets tolerate this key).
+GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+
+
+def leaf_label(rail: int) -> str:
+    return f"{PREFIX}/leaf-rail{rail}"
+
+
+@dataclass(frozen=True)
+class TopologyLevel:
+    name: str  # what the level is (for people and docs)
+    node_label: str
+
+
+def kubernetes_groups(cluster: Cluster) -> list[Group]:
+    """Node groups whose workloads Kubernetes schedules."""
+    return cluster.groups_for_scheduler("kubernetes")
+
+
+def kubernetes_hosts(cluster: Cluster) -> list[str]:
+    """Every host that runs a kubelet: the control plane first, then the workers, blueprint order."""
+    control = cluster.hosts_with_role("k8s_control_plane")
+    workers = [h for g in kubernetes_groups(cluster) for h in g.hosts if h not in control]
+    return [*control, *workers]
+
+
+def nvlink_domain(cluster: Cluster, host: Host) -> str | None:
+    """Name of the NVLink domain of ``host``: the node itself on HGX boards (8 GPUs, one NVSwitch
+    domain), or consecutive nodes of the group when a domain spans nodes (NVL72 racks)."""
+    group = cluster.groups[host.group]
+    if group.gpu is None:
+        return None
+    nodes_per_domain = max(1, group.gpu.nvlink_domain_gpus // group.gpus_per_node)
+    if nodes_per_domain == 1:
+        return host.name
+    position = group.hosts.index(host.name)
+    return f"{group.name}-nvl{position // nodes_per_domain + 1:03d}"
+
+
+def node_labels(cluster: Cluster, host_name: str) -> dict[str, str]:
+    """The labels a node registers with (sorted by key)."""
+    host = cluster.hosts[host_name]
+    group = cluster.groups[host.group]
+    labels = {NODE_GROUP_LABEL: group.name}
+    if group.gpu is not None:
+        labels[GPU_MODEL_LABEL] = group.gpu.name
+        labels[GPU_PRODUCT_LABEL] = group.gpu.product
+        labels[GPU_COUNT_LABEL] = str(group.gpus_per_node)
+        labels[NVLINK_DOMAIN_LABEL] = nvlink_domain(cluster, host) or host.name
+    if host.su is not None:
+        labels[SU_LABEL] = su_name(host.su)
+    for port in host.rails:
+        labels[leaf_label(port.rail)] = port.leaf
+    if "lustre_client" in group.roles:
+        labels[LUSTRE_LABEL] = "true"
+    return dict(sorted(labels.items()))
+
+
+def node_taints(cluster: Cluster, host_name: str) -> list[dict[str, str]]:
+    """Taints a node registers with. Control-plane taints are kubeadm's own."""
+    group = cluster.groups[cluster.hosts[host_name].group]
+    return [dict(GPU_TAINT)] if group.gpu is not None and group.scheduler == "kubernetes" else []
+
+
+def topology_levels(cluster: Cluster) -> list[TopologyLevel]:
+    """Kueue Topology levels, widest first: scalable unit (the nodes below one set of leaf
+    switches, one per rail), NVLink domain, host. Built from the same label keys as
+    :func:`node_labels`. In a rail-optimized fabric the leaves of every rail split the nodes
+    exactly as the SUs do, so the SU level is the leaf level too."""
+    levels = []
+    if cluster.fabric is not None and any(cluster.hosts[h].su is not None
+                                          for g in kubernetes_groups(cluster) for h in g.hosts):
+        levels.append(TopologyLevel("scalable unit (leaf switches of every rail)", SU_LABEL))
+    if any(g.gpu is not None for g in kubernetes_groups(cluster)):
+        levels.append(TopologyLevel("NVLink domain", NVLINK_DOMAIN_LABEL))
+    levels.append(TopologyLevel("host", HOSTNAME_LABEL))
+    return levels
