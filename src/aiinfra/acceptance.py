@@ -1,0 +1,333 @@
+"""Fabric acceptance: what nccl-tests must show before a node joins a partition, and the gate.
+
+Three collectives (``all_reduce_perf``, ``all_gather_perf``, ``alltoall_perf``) run at three scopes:
+per node (NVLink/NVSwitch only), per scalable unit (SU: the leaf switches of every rail) and across
+the partition (through the spines). :func:`expected_busbw_gb_s` turns the catalog into the bus
+bandwidth a healthy fabric reaches; :func:`parse_output` reads nccl-tests' output (and NCCL's
+``NCCL_DEBUG=INFO`` lines naming the HCAs in use); :func:`gate` says pass or fail per node.
+
+Expected bus bandwidth (busbw, nccl-tests' doc/PERFORMANCE.md: busbw is normalised so that it is
+comparable to the hardware's peak bandwidth whatever the number of ranks):
+
+- inside a node: the GPU's NVLink bandwidth in one direction (H100: 900 GB/s bidirectional ->
+  450 GB/s); every rank's traffic crosses its own NVLink ports.
+- across nodes, all-reduce and all-gather: the node's injection bandwidth, all rails together in
+  one direction (8 x NDR400 = 8 x 400 Gb/s = 400 GB/s): NCCL runs one ring/tree channel per rail,
+  so the rails together carry the bus traffic of the node.
+- across nodes, all-to-all: every rank sends (n - g)/n of its data off the node and the g ranks of
+  a node share its rails, so busbw <= injection / g x (n - 1)/(n - g) (about 50 GB/s per GPU).
+
+The pass mark is that peak times :data:`EFFICIENCY`. ASSUMPTION: 0.8, the planner's
+``LINK_EFFICIENCY`` (aiinfra.plan.training: "achievable fraction of a link's one-direction peak
+for NCCL collectives"): the gate checks that the fabric delivers what every training plan assumed.
+A rail that is down does not always cost 20 % (NCCL moves its channels to the other rails), so the
+gate also checks that NCCL found every rail HCA of the node (``NET/IB : Using [0]mlx5_0:1/IB ...``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ClusterShell.NodeSet import NodeSet
+
+from aiinfra.catalog.links import link_rate
+from aiinfra.plan.training import LINK_EFFICIENCY
+from aiinfra.render.nccl import rail_hcas
+from aiinfra.spec.cluster import Cluster, Group, su_name
+
+TESTS = ("all_reduce_perf", "all_gather_perf", "alltoall_perf")
+SCOPES = ("node", "su", "partition")
+#: Fraction of the peak bus bandwidth a healthy fabric reaches (see the module docstring).
+EFFICIENCY = LINK_EFFICIENCY
+#: busbw is judged at the largest message of a run, which must be at least this big (1 GiB):
+#: smaller messages measure latency, not bandwidth.
+GATE_MIN_BYTES = 2**30
+#: nccl-tests arguments of the acceptance jobs: 8 B to 16 GiB, doubling, one GPU per process,
+#: data checked (-c 1), 20 timed iterations after 5 warm-up ones.
+NCCL_TESTS_ARGS = ("-b", "8", "-e", "16G", "-f", "2", "-g", "1", "-c", "1", "-n", "20", "-w", "5")
+MARKER = "# aiinfra-acceptance:"
+
+_RANK_LINE = re.compile(r"^#\s+Rank\s+(\d+)\s+Group\s+\d+\s+Pid\s+\d+\s+on\s+(\S+)\s+device\s+(\d+)")
+_NET_IB = re.compile(r"^(?P<host>[^:\s]+):\d+:\d+ \[\d+\] NCCL INFO NET/IB : Using (?P<devs>.*?)(?:;|$)")
+_DEV = re.compile(r"\[\d+\]([A-Za-z0-9_]+):\d+/")
+_WARN = re.compile(r"NCCL WARN (.*)")
+
+
+# ---------------------------------------------------------------- expectations
+
+
+def node_injection_gb_s(cluster: Cluster, group: Group) -> float:
+    """GB/s into the fabric per node, one direction, all rails together."""
+    rails = group.node_type.rails
+    if rails is None:
+        return 0.0
+    return len(rail_hcas(cluster, group)) * link_rate(rails.rate).gbytes_per_s
+
+
+def expected_busbw_gb_s(cluster: Cluster, group: Group, test: str, nodes: int) -> float:
+    """Peak bus bandwidth (GB/s) of ``test`` over ``nodes`` nodes of ``group`` (before EFFICIENCY)."""
+    gpu = group.gpu
+    if gpu is None:
+        raise ValueError(f"group '{group.name}' has no GPUs")
+    nvlink = gpu.nvlink_unidirectional_gb_s
+    if nodes <= 1:
+        return nvlink
+    inject = node_injection_gb_s(cluster, group)
+    if test == "alltoall_perf":
+        g = group.gpus_per_node
+        n = nodes * g
+        return min(nvlink, inject / g * (n - 1) / (n - g))
+    return min(nvlink, inject)
+
+
+def threshold_gb_s(cluster: Cluster, group: Group, test: str, nodes: int) -> float:
+    return round(expected_busbw_gb_s(cluster, group, test, nodes) * EFFICIENCY, 2)
+
+
+def thresholds_table(cluster: Cluster, group: Group) -> dict:
+    """The pass marks of a group at each scope (rendered beside the acceptance jobs, for review)."""
+    su_nodes = cluster.fabric.su_nodes if cluster.fabric else 1
+    scopes = {"node": 1, "su": min(su_nodes, group.node_count), "partition": group.node_count}
+    return {
+        "group": group.name,
+        "efficiency": EFFICIENCY,
+        "gate_min_bytes": GATE_MIN_BYTES,
+        "expected_hcas": rail_hcas(cluster, group),
+        "min_busbw_gb_s": {
+            scope: {"nodes": n, **{t: threshold_gb_s(cluster, group, t, n) for t in TESTS}}
+            for scope, n in scopes.items()
+        },
+    }
+
+
+# ---------------------------------------------------------------- parsing
+
+
+@dataclass
+class Row:
+    size: int
+    busbw_out: float
+    busbw_in: float
+    wrong: int  # out-of-place + in-place; -1 when the data was not checked (N/A)
+
+
+@dataclass
+class Run:
+    """One nccl-tests run: one collective over some ranks."""
+
+    source: str
+    test: str | None
+    scope: str | None
+    target: str | None
+    hosts: list[str] = field(default_factory=list)
+    ranks: int = 0
+    rows: list[Row] = field(default_factory=list)
+    hcas: dict[str, set[str]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def nodes(self) -> list[str]:
+        return sorted(set(self.hosts))
+
+    @property
+    def largest(self) -> Row | None:
+        return max(self.rows, key=lambda r: r.size) if self.rows else None
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _parse_row(line: str) -> Row | None:
+    parts = line.split()
+    if len(parts) < 10 or not parts[0].isdigit():
+        return None
+    tail = parts[-8:]  # out-of-place time algbw busbw #wrong, in-place time algbw busbw #wrong
+    busbw_out, busbw_in = _number(tail[2]), _number(tail[6])
+    if busbw_out is None or busbw_in is None:
+        return None
+    wrong = -1
+    if tail[3].isdigit() and tail[7].isdigit():
+        wrong = int(tail[3]) + int(tail[7])
+    return Row(int(parts[0]), busbw_out, busbw_in, wrong)
+
+
+def _test_from_name(name: str) -> str | None:
+    return next((t for t in TESTS if t in name), None)
+
+
+def parse_output(text: str, source: str = "-") -> list[Run]:
+    """Runs in one nccl-tests output (several when acceptance markers separate them)."""
+    runs: list[Run] = []
+    current: Run | None = None
+    for line in text.splitlines():
+        if line.startswith(MARKER):
+            fields = dict(kv.split("=", 1) for kv in line[len(MARKER):].split() if "=" in kv)
+            current = Run(source, fields.get("test"), fields.get("scope"), fields.get("target"))
+            runs.append(current)
+            continue
+        if current is None:
+            current = Run(source, _test_from_name(Path(source).name), None, None)
+            runs.append(current)
+        if m := _RANK_LINE.match(line):
+            current.hosts.append(m.group(2))
+            current.ranks += 1
+        elif m := _NET_IB.match(line):
+            current.hcas.setdefault(m.group("host"), set()).update(_DEV.findall(m.group("devs")))
+        elif m := _WARN.search(line):
+            current.warnings.append(m.group(1).strip())
+        elif not line.startswith("#") and (row := _parse_row(line)):
+            current.rows.append(row)
+    return [r for r in runs if r.rows or r.hosts]
+
+
+def read_results(paths: Iterable[Path]) -> list[Run]:
+    """Every run in the given files and folders (folders: every regular file below, sorted)."""
+    runs: list[Run] = []
+    for path in paths:
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for f in files:
+            runs.extend(parse_output(f.read_text(errors="replace"), str(f)))
+    return runs
+
+
+# ---------------------------------------------------------------- the gate
+
+
+@dataclass
+class RunVerdict:
+    run: Run
+    scope: str
+    test: str
+    busbw_gb_s: float | None
+    threshold_gb_s: float | None
+    problems: list[str]
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class NodeVerdict:
+    node: str
+    su: str | None
+    busbw: dict[str, float | None]  # per-node test -> busbw at the largest message
+    hcas: str  # "8/8" or what is missing
+    multi: list[str]  # "su01 all_reduce_perf: ok" ...
+    problems: list[str]
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+
+def _scope_of(cluster: Cluster, run: Run) -> str:
+    if run.scope in SCOPES:
+        return run.scope
+    nodes = run.nodes
+    if len(nodes) <= 1:
+        return "node"
+    sus = {cluster.hosts[n].su for n in nodes if n in cluster.hosts}
+    return "su" if len(sus) == 1 else "partition"
+
+
+def judge_run(cluster: Cluster, run: Run) -> RunVerdict:
+    scope = _scope_of(cluster, run)
+    test = run.test or "unknown"
+    problems: list[str] = []
+    unknown = [n for n in run.nodes if n not in cluster.hosts]
+    if unknown:
+        problems.append(f"{', '.join(unknown)} not in the blueprint")
+    if test not in TESTS:
+        problems.append("which collective is unknown (no acceptance marker, no test name in the file name)")
+    largest = run.largest
+    busbw = largest.busbw_out if largest else None
+    threshold = None
+    if largest is None:
+        problems.append("no results (the test did not finish)")
+    else:
+        if largest.size < GATE_MIN_BYTES:
+            problems.append(f"largest message {largest.size} B is below {GATE_MIN_BYTES} B: bandwidth not measured")
+        if any(r.wrong > 0 for r in run.rows):
+            problems.append("wrong results (#wrong > 0): data corruption")
+    known = [n for n in run.nodes if n in cluster.hosts]
+    if known and test in TESTS and largest is not None:
+        group = cluster.groups[cluster.hosts[known[0]].group]
+        threshold = threshold_gb_s(cluster, group, test, len(run.nodes))
+        if busbw is not None and busbw < threshold:
+            problems.append(f"busbw {busbw:.1f} GB/s < {threshold:.1f} GB/s")
+    for w in run.warnings[:1]:
+        problems.append(f"NCCL WARN {w}")
+    return RunVerdict(run, scope, test, busbw, threshold, problems)
+
+
+def _hca_problem(cluster: Cluster, node: str, runs: list[Run]) -> tuple[str, str | None]:
+    expected = rail_hcas(cluster, cluster.groups[cluster.hosts[node].group])
+    seen: set[str] = set()
+    reported = False
+    for run in runs:
+        if node in run.hcas:
+            reported = True
+            seen |= run.hcas[node]
+    if not expected:
+        return "-", None
+    if not reported:
+        return "?", "no 'NET/IB : Using' line for this node (run with NCCL_DEBUG=INFO)"
+    missing = [h for h in expected if h not in seen]
+    if missing:
+        return f"{len(expected) - len(missing)}/{len(expected)}", f"rail HCA(s) not in use: {', '.join(missing)}"
+    return f"{len(expected)}/{len(expected)}", None
+
+
+def gate(cluster: Cluster, runs: list[Run]) -> tuple[list[NodeVerdict], list[RunVerdict]]:
+    """Per node: every per-node test passed, every rail HCA in use, every multi-node run with it passed."""
+    verdicts = [judge_run(cluster, r) for r in runs]
+    nodes = sorted({n for r in runs for n in r.nodes}, key=lambda n: (n not in cluster.hosts, n))
+    out: list[NodeVerdict] = []
+    for node in nodes:
+        host = cluster.hosts.get(node)
+        if host is None:
+            out.append(NodeVerdict(node, None, {}, "-", [], ["not in the blueprint"]))
+            continue
+        mine = [v for v in verdicts if node in v.run.nodes]
+        single = [v for v in mine if v.scope == "node"]
+        problems: list[str] = []
+        busbw: dict[str, float | None] = {}
+        for test in TESTS:
+            these = [v for v in single if v.test == test]
+            if not these:
+                problems.append(f"no per-node {test} result")
+                busbw[test] = None
+                continue
+            busbw[test] = min((v.busbw_gb_s for v in these if v.busbw_gb_s is not None), default=None)
+            problems += [f"{test}: {p}" for v in these for p in v.problems]
+        hcas, hca_problem = _hca_problem(cluster, node, [v.run for v in mine])
+        if hca_problem:
+            problems.append(hca_problem)
+        multi = []
+        for v in mine:
+            if v.scope == "node":
+                continue
+            label = v.run.target or (su_name(host.su) if v.scope == "su" and host.su else v.scope)
+            multi.append(f"{label} {v.test}: {'ok' if v.passed else 'FAIL'}")
+            if not v.passed:
+                problems.append(f"{v.scope} run {label} {v.test} failed: {'; '.join(v.problems)}")
+        out.append(NodeVerdict(node, su_name(host.su) if host.su else None, busbw, hcas, multi, problems))
+    return out, verdicts
+
+
+def resume_command(nodes: list[str]) -> str | None:
+    return f"scontrol update nodename={NodeSet.fromlist(nodes)} state=resume" if nodes else None
+
+
+def drain_command(nodes: list[str]) -> str | None:
+    if not nodes:
+        return None
+    return f'scontrol update nodename={NodeSet.fromlist(nodes)} state=drain reason="aiinfra fabric check failed"'

@@ -1,0 +1,27 @@
+"""Kubernetes names shared by every layer: extended resources, shared claims, node-label keys.
+
+One place, so the platform (device plugins, node labels), training and serving agree.
+
+- ``RDMA_SHARED_DEVICE_RESOURCE``: the NVIDIA Network Operator's RDMA shared device plugin
+  advertises ``rdma/<resourceName>``; its default ``rdmaSharedDevicePlugin`` config names the
+  first pool ``rdma_shared_device_a``. A pod that runs NCCL over InfiniBand requests one.
+- ``LUSTRE_PVC``: the PersistentVolumeClaim, in every workload namespace, bound to the static
+  PersistentVolume of the blueprint's Lustre file system (models, checkpoints, engines).
+- Node labels derived from the fabric model (``aiinfra.spec.fabric``): the scalable unit (SU)
+  of a GPU node (value ``su_name(su)``, e.g. ``su16``) and its node group.
+"""
+
+from __future__ import annotations
+
+GPU_RESOURCE = "nvidia.com/gpu"
+RDMA_SHARED_DEVICE_RESOURCE = "rdma/rdma_shared_device_a"
+LUSTRE_PVC = "lustre"
+
+LABEL_PREFIX = "aiinfra.io"
+SU_LABEL = f"{LABEL_PREFIX}/su"
+NODE_GROUP_LABEL = f"{LABEL_PREFIX}/node-group"
+
+# Training workloads (aiinfra.render.jobs): the namespace PyTorchJobs run in and the Kueue LocalQueue
+# they name with the kueue.x-k8s.io/queue-name label (the platform's Kueue objects create it there).
+TRAINING_NAMESPACE = "aiinfra-training"
+TRAINING_QUEUE = "training"

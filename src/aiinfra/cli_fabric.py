@@ -1,0 +1,90 @@
+"""``aiinfra fabric check``: the nccl-tests gate before nodes join a partition (:mod:`aiinfra.acceptance`).
+
+Mounted by :func:`aiinfra.cli._mount_optional` through :func:`register`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from aiinfra.errors import UsageError
+from aiinfra.spec.loader import Loaded
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def _bw(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def register(app: typer.Typer, load: Callable[[str | None, Path | None], Loaded]) -> None:
+    fabric_app = typer.Typer(help="Fabric acceptance: nccl-tests results against the catalog.", no_args_is_help=True)
+    app.add_typer(fabric_app, name="fabric")
+
+    @fabric_app.command("check")
+    def check(
+        results: Annotated[list[Path], typer.Argument(help="nccl-tests output files or folders of them")],
+        stack: Annotated[str | None, typer.Option("--stack", "-s", help="environment [default: $AIINFRA_STACK or dev]")] = None,
+        json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    ) -> None:
+        """Pass/fail per node from nccl-tests output; exit 1 when a node fails. Prints the resume command."""
+        from aiinfra.acceptance import TESTS, drain_command, gate, read_results, resume_command
+
+        missing = [str(p) for p in results if not p.exists()]
+        if missing:
+            raise UsageError(f"no such file or folder: {', '.join(missing)}")
+        cluster = load(stack, None).cluster
+        runs = read_results(results)
+        if not runs:
+            raise UsageError("no nccl-tests output found in " + ", ".join(map(str, results)))
+        nodes, run_verdicts = gate(cluster, runs)
+        passed = [n.node for n in nodes if n.passed]
+        failed = [n.node for n in nodes if not n.passed]
+        if json_out:
+            data = {
+                "ok": not failed,
+                "nodes": [{"node": n.node, "su": n.su, "passed": n.passed, "busbw_gb_s": n.busbw, "hcas": n.hcas,
+                           "problems": n.problems} for n in nodes],
+                "runs": [{"source": v.run.source, "scope": v.scope, "test": v.test, "nodes": len(v.run.nodes),
+                          "ranks": v.run.ranks, "busbw_gb_s": v.busbw_gb_s, "threshold_gb_s": v.threshold_gb_s,
+                          "passed": v.passed, "problems": v.problems} for v in run_verdicts],
+                "resume": resume_command(passed),
+                "drain": drain_command(failed),
+            }
+            out.print_json(data=data)
+        else:
+            table = Table(title=f"{cluster.env}: nccl-tests gate (busbw GB/s at the largest message)")
+            for col in ("node", "SU", *[t.removesuffix("_perf") for t in TESTS], "HCAs", "SU / partition", "result"):
+                table.add_column(col, justify="right" if col in [t.removesuffix("_perf") for t in TESTS] else "left")
+            for n in nodes:
+                result = Text("pass", style="green") if n.passed else Text("FAIL: " + "; ".join(n.problems), style="red")
+                table.add_row(n.node, n.su or "-", *[_bw(n.busbw.get(t)) for t in TESTS], n.hcas,
+                              ", ".join(n.multi) or "-", result)
+            out.print(table)
+            multi = [v for v in run_verdicts if v.scope != "node"]
+            if multi:
+                runs_table = Table(title="multi-node runs")
+                for col in ("scope", "target", "test", "nodes", "busbw", "min", "result"):
+                    runs_table.add_column(col)
+                for v in multi:
+                    runs_table.add_row(v.scope, v.run.target or "-", v.test, str(len(v.run.nodes)), _bw(v.busbw_gb_s),
+                                       _bw(v.threshold_gb_s),
+                                       Text("pass", style="green") if v.passed else Text("; ".join(v.problems), style="red"))
+                out.print(runs_table)
+            out.print(f"{len(passed)} node(s) passed, {len(failed)} failed", highlight=False)
+            if passed:
+                out.print(f"resume the nodes that passed:\n  {resume_command(passed)}", highlight=False)
+            if failed:
+                err.print(f"keep the failed nodes out:\n  {drain_command(failed)}", highlight=False)
+        if failed:
+            raise typer.Exit(1)
+
+
