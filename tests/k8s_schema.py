@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 CRD_DIR = Path(__file__).resolve().parents[2] / "shared" / "crds"
 
 
@@ -31,7 +32,7 @@ def crd_index() -> dict[tuple[str, str], dict]:
     """(apiVersion, kind) -> strict JSON schema, for every CRD in shared/crds."""
     index: dict[tuple[str, str], dict] = {}
     for path in sorted(require_crds().glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
+        for doc in yaml.load_all(path.read_text(), Loader=_LOADER):
             if not doc or doc.get("kind") != "CustomResourceDefinition":
                 continue
             spec = doc["spec"]

@@ -58,11 +58,9 @@ def resolve(stack: str | None, file: Path | None) -> tuple[Path, str]:
 
         raise UsageError(f"no stack '{env}': {path} does not exist{suggest(env, known)}; "
                          f"stacks here: {', '.join(known) or 'none'}")
-    try:
-        shown = str(path.relative_to(Path.cwd()))
-    except ValueError:
-        shown = str(path)
-    return path, shown
+    # Shown relative to the project root, whatever the working directory: the name lands in
+    # rendered headers, which must be the same bytes wherever `aiinfra render` runs.
+    return path, str(path.relative_to(root))
 
 
 def load(stack: str | None, file: Path | None) -> Loaded:

@@ -55,8 +55,13 @@ def run(phase: str, subject: object) -> list[Problem]:
 
 
 def _load_plugins() -> None:
-    """Later stages register validators of their own (the planner's preflight)."""
+    """Later stages register validators of their own (the planner's preflight, renderers' checks of
+    what they need): validation refuses what plan or render could not do."""
     import aiinfra.plan.preflight  # noqa: F401
+    import aiinfra.plan.serving_preflight  # noqa: F401
+    from aiinfra.render import registered
+
+    registered()  # imports every render target module, registering its validators
 
 
 def error(path: tuple, id: str, message: str, hint: str = "") -> Problem:
@@ -356,7 +361,9 @@ def versions_compatible(v: BlueprintView) -> Iterator[Problem]:
     versions = v.bp.versions.model_dump()
     for hit in check_versions(versions):
         yield error(("versions", hit.fields[0]), hit.rule, hit.message, "pin compatible versions")
-    for key in ("nvidia_driver", "cuda", "nccl", "doca_ofed", "kernel"):
+    for key in ("nvidia_driver", "cuda", "nccl", "doca_ofed", "kernel", "lustre_client"):
+        if versions.get(key) is None:
+            continue
         try:
             from aiinfra.catalog.versions import version_tuple
 
@@ -370,7 +377,7 @@ def versions_compatible(v: BlueprintView) -> Iterator[Problem]:
 
 KNOWN_WARNINGS = {
     "rails-without-gpus", "fabric-oversubscribed", "fabric-partial-su", "fabric-su-split", "gpu-nodes-unscheduled",
-    "plan-serving-capacity", "plan-power-budget",
+    "plan-serving-capacity", "plan-power-budget", "train-checkpoint-outside-lustre",
 }
 
 
@@ -394,6 +401,12 @@ _ALL_ERROR_IDS = {
     "rails-mismatch", "fabric-too-large", "missing-section", "missing-role", "missing-version",
     "undefined-node-group", "wrong-scheduler", "several-defaults", "undefined-qos", "no-gpus", "too-many-nodes",
     "conflicting-keys", "missing-key", "undefined-image", "driver-too-old-for-cuda", "unknown-cuda-version",
-    "nccl-too-old", "bad-version", "unknown-key", "wrong-type", "invalid-value",
+    "nccl-too-old", "bad-version", "kernel-not-for-os", "unknown-doca-version", "doca-unsupported-os",
+    "unknown-lustre-version", "lustre-unsupported-kernel", "lustre-unsupported-ofed",
+    "unknown-key", "wrong-type", "invalid-value",
+    "missing-chart-version",
     "plan-training", "plan-serving", "plan-unknown-name", "plan-no-gpus", "plan-too-many-nodes", "plan-claim",
+    "train-image-missing", "train-path-unset", "train-checkpoint-interval", "train-checkpoint-not-mounted",
+    "train-no-partition", "train-deepspeed-layout", "train-deepspeed-fp8", "train-offload-needs-deepspeed",
+    "train-extra-arg-conflict", "train-uneven-pipeline-vpp",
 }

@@ -153,6 +153,16 @@ class Fabric(Strict):
     subnet_managers: Hostlist | None = Field(None, description="hosts that run opensm (primary first)")
     pkeys: list[str] = Field(default_factory=lambda: ["0x7fff"], description="InfiniBand partition keys")
     sharp: bool = Field(False, description="SHARP in-network reductions available (NCCL CollNet)")
+    nccl_topo_file: str | None = Field(
+        None, pattern=r"^/[^\s]*$",
+        description="NCCL_TOPO_FILE: absolute path on the GPU nodes of an NCCL topology XML (mounted into "
+        "Slurm containers); absent: NCCL detects the PCI/NVLink topology itself",
+    )
+    socket_ifname: str | None = Field(
+        None,
+        description="NCCL_SOCKET_IFNAME on the hosts (bootstrap and out-of-band traffic), e.g. 'bond0' or "
+        "'^lo,docker'; default '^lo,docker,virbr' (any interface but loopback and bridges). Pods use eth0",
+    )
 
 
 # ---------------------------------------------------------------- nodes
@@ -253,10 +263,62 @@ class Slurm(Strict):
 
 
 class Kubernetes(Strict):
-    pod_cidr: Cidr = "10.244.0.0/16"
-    service_cidr: Cidr = "10.96.0.0/12"
-    cni: Literal["calico", "cilium"] = "calico"
-    api_vip: str | None = Field(None, description="control-plane endpoint (VIP or DNS name)")
+    """The Kubernetes node groups' cluster and platform (docs/kubernetes.md)."""
+
+    pod_cidr: Cidr = Field("10.244.0.0/16", description="pod network (kubeadm podSubnet, the CNI's IP pool)")
+    service_cidr: Cidr = Field("10.96.0.0/12", description="Service ClusterIP range (kubeadm serviceSubnet)")
+    cni: Literal["calico", "cilium"] = Field(
+        "calico", description="pod network: calico (tigera-operator chart) or cilium; version in versions.charts"
+    )
+    api_vip: str | None = Field(
+        None, description="control-plane endpoint (VIP or DNS name); required with more than one control-plane host"
+    )
+    api_port: Annotated[int, Field(ge=1, le=65535)] = Field(6443, description="API server port behind api_vip")
+    containerd: str | None = Field(
+        None, description="containerd package version to pin (apt/dnf version prefix); none: the OS release's"
+    )
+    gpu_driver: Literal["host", "operator"] = Field(
+        "host",
+        description="who installs the NVIDIA driver: host (Ansible, versions.nvidia_driver) or operator (the GPU "
+        "Operator's driver container of versions.nvidia_driver)",
+    )
+    mig_strategy: Literal["none", "single", "mixed"] = Field(
+        "none", description="GPU Operator MIG strategy: none (whole GPUs), single or mixed (MIG Manager on)"
+    )
+    rdma: Literal["shared", "sriov"] = Field(
+        "shared",
+        description="how pods get the InfiniBand HCAs: shared (RDMA shared device plugin, IPoIB networks) or "
+        "sriov (one VF per rail through the SR-IOV device plugin, host-device networks)",
+    )
+    rdma_shared_max_pods: PosInt = Field(
+        64, description="pods that may share one HCA (rdma: shared; the device plugin's rdmaHcaMax)"
+    )
+    rail_netdevs: DeviceList | None = Field(
+        None,
+        description="Linux netdevs of the rail HCAs in rail order, e.g. 'ibp[0-7]' (IPoIB masters, SR-IOV PFs); "
+        "default ib0, ib1, ... one per rail",
+    )
+    lustre_volumes: Literal["static", "csi"] = Field(
+        "static",
+        description="how pods reach Lustre: static (PersistentVolumes on the hosts' Lustre mount) or csi "
+        "(PersistentVolumes of lustre_csi_driver)",
+    )
+    lustre_csi_driver: str | None = Field(None, description="CSI driver name (lustre_volumes: csi)")
+    queue_gpu_shares: dict[Literal["serving", "training"], Annotated[float, Field(ge=0, le=1, strict=False)]] = (
+        Field(
+            default_factory=lambda: {"serving": 1.0},
+            description="Kueue: share of every GPU flavor each workload queue holds as nominal quota (whole nodes, "
+            "rounded down); the queues share one cohort, so idle quota is borrowed",
+        )
+    )
+    gpu_temp_alert_c: Annotated[int, Field(ge=50, le=110)] = Field(
+        85, description="alert when a GPU stays above this temperature (degrees C) for 5 minutes"
+    )
+    prometheus_retention_days: PosInt = Field(15, description="Prometheus TSDB retention in days")
+    gitops_repo: str | None = Field(
+        None, description="git URL Argo CD pulls manifests/<env>/ from; none: no gitops/ tree is rendered"
+    )
+    gitops_revision: str = Field("main", description="branch, tag or commit Argo CD follows")
 
 
 # ---------------------------------------------------------------- software versions (ONE place)
@@ -321,14 +383,55 @@ class TrainingJob(Strict):
         None, description="model FLOPs utilisation assumed; default from the planner"
     )
     image: str | None = Field(None, description="key of versions.images; default by framework")
-    checkpoint_dir: str | None = None
+    checkpoint_dir: str | None = Field(
+        None, pattern=r"^/[^\s]*$",
+        description="absolute checkpoint directory; default <lustre mountpoint>/checkpoints/<env>/<job name>",
+    )
+    checkpoint_interval_steps: PosInt | Auto = Field(
+        "auto",
+        description="steps between checkpoints; auto: the planner's Young/Daly interval (job GPUs, Lustre "
+        "write bandwidth) divided by the planned step time",
+    )
+    checkpoint_keep: PosInt = Field(3, description="checkpoints kept; older complete ones are deleted while the job runs")
+    launcher: Literal["srun", "torchrun"] = Field(
+        "srun",
+        description="Slurm: srun starts one task per GPU (Slurm sets the ranks), or one torchrun per node; "
+        "Kubernetes always runs torchrun per pod",
+    )
+    entrypoint: str | None = Field(
+        None,
+        description="training program in the image; default: Megatron-LM's pretrain_gpt.py under "
+        "/opt/megatron-lm, or train.py in the job's directory on Lustre for DeepSpeed",
+    )
+    data_path: str | None = Field(
+        None, description="dataset (Megatron: --data-path prefix); default <lustre>/datasets/<model>/text_document",
+    )
+    tokenizer: str | None = Field(
+        None, description="Hugging Face tokenizer name or path; default <lustre>/models/<model>/tokenizer",
+    )
+    offload: Literal["none", "cpu"] = Field(
+        "none",
+        description="DeepSpeed ZeRO offload to CPU memory: optimizer states, and parameters at stage 3 "
+        "(the planner does not count the GPU memory this saves)",
+    )
+    extra_args: list[str] = Field(
+        default_factory=list,
+        description="program arguments appended verbatim (optimizer, learning-rate schedule, data mixture); "
+        "they may not repeat an argument aiinfra renders from the plan",
+    )
 
 
 class Speculative(Strict):
-    draft_model: str
-    num_tokens: Annotated[int, Field(ge=1, le=16)] = 5
+    draft_model: str = Field(description="catalog model (or a key of models) of the draft; same tokenizer family")
+    num_tokens: Annotated[int, Field(ge=1, le=16)] = Field(5, description="tokens the draft proposes per step")
     acceptance_rate: Annotated[float, Field(gt=0, lt=1, strict=False)] = Field(
         0.7, description="expected per-token acceptance rate of the draft"
+    )
+    weights_path: str | None = Field(
+        None,
+        pattern=r"^/[^\s]*$",
+        description="checkpoint directory of the draft on Lustre (absolute path below storage.lustre.mountpoint); "
+        "default <mountpoint>/models/<draft_model>",
     )
 
 
@@ -348,6 +451,64 @@ class ServingDeployment(Strict):
     target_tokens_per_s: Annotated[float, Field(gt=0, strict=False)] | None = None
     speculative: Speculative | None = None
     image: str | None = Field(None, description="key of versions.images; default by engine")
+    served_model_name: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$",
+        description="model name clients ask for (OpenAI 'model' field); default the deployment name",
+    )
+    weights_path: str | None = Field(
+        None,
+        pattern=r"^/[^\s]*$",
+        description="checkpoint directory (Hugging Face layout) on Lustre, an absolute path below "
+        "storage.lustre.mountpoint; default <mountpoint>/models/<model>",
+    )
+    weights_source: Literal["lustre", "local-nvme"] = Field(
+        "lustre",
+        description="lustre: the server reads the checkpoint from the read-only Lustre claim; local-nvme: an init "
+        "container copies it to node-local NVMe (emptyDir) and checks it against its SHA256SUMS first",
+    )
+    weights_manifest_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = Field(
+        None,
+        description="sha256 of the checkpoint's SHA256SUMS file (required with weights_source: local-nvme): the "
+        "init container trusts the manifest only if its hash matches, then checks every file against it",
+    )
+    prefix_caching: bool = Field(True, description="automatic prefix caching of the KV cache (vLLM)")
+    chunked_prefill: bool = Field(True, description="chunked prefill: long prompts are split and batched with decodes")
+    distributed_backend: Literal["mp", "ray"] = Field(
+        "mp",
+        description="runtime of a replica spread over several nodes (TP x PP > GPUs per node): mp (vLLM's own "
+        "multiprocessing, --nnodes/--node-rank, recent vLLM only) or ray (a Ray cluster per LeaderWorkerSet group)",
+    )
+    autoscaling: Literal["none", "keda", "hpa"] = Field(
+        "none",
+        description="scale replicas on vLLM's metrics (waiting requests, KV-cache usage): keda (ScaledObject with "
+        "Prometheus triggers), hpa (autoscaling/v2 on custom metrics served by prometheus-adapter) or none",
+    )
+    min_replicas: PosInt | None = Field(None, description="autoscaling floor; default the planned replicas")
+    max_replicas: PosInt | None = Field(
+        None, description="autoscaling ceiling; default the planned replicas (all of them count against the node group)"
+    )
+    scale_waiting_requests: PosInt = Field(
+        8, description="autoscaling target: requests waiting in the queue per replica (vllm:num_requests_waiting)"
+    )
+    scale_kv_cache_usage: Annotated[float, Field(gt=0, lt=1, strict=False)] = Field(
+        0.8, description="autoscaling target: mean KV-cache usage of the replicas (fraction)"
+    )
+    ttft_p95_slo_s: Annotated[float, Field(gt=0, strict=False)] = Field(
+        2.0, description="service level objective: 95th percentile time to first token in seconds (alert rule)"
+    )
+    gateway_namespace: Name | None = Field(
+        None,
+        description="the only namespace whose pods may reach the API (NetworkPolicy); none: no client ingress "
+        "(Prometheus in 'monitoring' may still scrape /metrics)",
+    )
+    egress_cidrs: list[Cidr] = Field(
+        default_factory=list, description="networks the server may reach besides DNS (default: none)"
+    )
+    api_key_secret: Name | None = Field(
+        None,
+        description="Secret (key 'api-key') the API key comes from, created outside aiinfra (Pulumi secret, "
+        "External Secrets); default <name>-api-key. The key itself never appears in manifests",
+    )
 
 
 # ---------------------------------------------------------------- claims to check
@@ -392,6 +553,22 @@ class Site(Strict):
     )
 
 
+# ---------------------------------------------------------------- rolling changes of the host layer
+
+
+class Rollout(Strict):
+    """How playbooks/rolling.yml changes drivers, OFED or Lustre: drained batches, verified before resume."""
+
+    first_batch: PosInt = Field(1, description="nodes in the first (canary) batch")
+    batch_size: PosInt = Field(32, description="nodes per batch after the first (Ansible serial), e.g. one SU")
+    max_fail_percentage: Annotated[int, Field(ge=0, le=100)] = Field(
+        0, description="percent of a batch's nodes that may fail before the rollout stops (0: stop at the first)"
+    )
+    drain_timeout_s: PosInt = Field(
+        14400, description="seconds to wait for a drained node's jobs (Slurm) or pods (Kubernetes) to finish"
+    )
+
+
 # ---------------------------------------------------------------- the blueprint
 
 
@@ -415,4 +592,7 @@ class Blueprint(Strict):
     serving: list[ServingDeployment] = Field(default_factory=list)
     claims: list[Claim] = Field(
         default_factory=list, description="statements about this cluster that `aiinfra plan` checks (e.g. a brief's)"
+    )
+    rollout: Rollout | None = Field(
+        None, description="batches of rolling driver/OFED/Lustre changes (playbooks/rolling.yml); default 1, then 32"
     )
