@@ -117,3 +117,7 @@ def write_extra_vars(testbed: Testbed, path: Path) -> Path:
 def wipe_state() -> None:
     for d in STATE_DIRS:
         shutil.rmtree(d, ignore_errors=True)
+    # PMIx's per-job directories outlive an interrupted run; job ids restart at 1 with a fresh
+    # controller state, and srun fails on a directory left by an earlier job of the same id.
+    for d in Path("/tmp").glob("spmix_appdir_*"):
+        shutil.rmtree(d, ignore_errors=True)

@@ -92,14 +92,23 @@ def test_srun_sees_two_gpus(bed):
 
 
 def test_sbatch_inside_one_switch_and_accounted(bed):
+    # job ids restart with a fresh controller state while the accounting database keeps older
+    # records: only jobs since this submission count
+    since = on_controller(bed, "date +%Y-%m-%dT%H:%M:%S").strip()
     job = on_controller(bed, "timeout 30 sbatch --parsable -N2 --switches=1 --gres=gpu:1 --wrap 'srun hostname'").strip()
     job_id = job.split(";")[0]
 
     def done():
-        out = on_controller(bed, f"timeout 20 sacct -n -X -P -j {job_id} -o State,NodeList,AllocTRES")
+        out = on_controller(bed, f"timeout 20 sacct -n -X -P -S {since} -j {job_id} -o State,NodeList,AllocTRES")
         return out.strip() if out.startswith("COMPLETED") else None
 
-    state, nodelist, tres = wait_until(f"job {job_id} completed in the accounting", done, 90, 1).split("|")
+    try:
+        state, nodelist, tres = wait_until(f"job {job_id} completed in the accounting", done, 90, 1).split("|")
+    except TimeoutError as exc:
+        diagnostics = bed["testbed"].ssh(
+            bed["controller"], f"squeue -a; scontrol show job {job_id}; sacct -a -P -o JobID,State,ExitCode,Submit,"
+            f"NodeList; sinfo -N -o '%N %t %G'", timeout=60, check=False)
+        raise AssertionError(f"{exc}\n{diagnostics.stdout}\n{diagnostics.stderr}") from None
     # two nodes of one SU (su01: gpu[01-02], su02: gpu[03-04])
     assert nodelist in ("gpu[01-02]", "gpu[03-04]"), nodelist
     assert "gres/gpu=2" in tres, tres
@@ -124,7 +133,10 @@ def test_health_check_drains_a_node_with_a_wrong_gpu_count(bed):
     # healthy again: the check resumes the node it drained itself
     result = bed["testbed"].ssh(node, "/usr/local/sbin/aiinfra-nodecheck", check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert on_controller(bed, f"timeout 20 sinfo -h -n {node.name} -o %t").strip() == "idle"
+    # resumed: idle again (a loaded machine may show idle* until slurmd's next ping reaches slurmctld)
+    wait_until(f"{node.name} idle again",
+               lambda: on_controller(bed, f"timeout 20 sinfo -h -n {node.name} -o %t").strip() == "idle" or None,
+               60, 2)
 
 
 def test_second_run_changes_nothing(bed):
