@@ -81,6 +81,9 @@ def register(app: typer.Typer, load: Callable[[str | None, Path | None], Loaded]
             result = run_site(cluster, root, limit=limit, tags=tags, check=check, extra_vars=extra_vars or [],
                               inventories=inventory or [], forks=forks, on_event=show)
         out.print(host_table(result.hosts, title=f"{cluster.env}: site.yml{' (check)' if check else ''}"))
+        if check:  # what a real run would change, with the diffs --diff gives
+            for change in result.changes:
+                out.print(f"would change: {change}", markup=False, highlight=False)
         for message in result.messages[:20]:
             err.print(message, style="red", markup=False, highlight=False)
         changed = result.changed

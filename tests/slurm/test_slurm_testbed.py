@@ -139,6 +139,24 @@ def test_health_check_drains_a_node_with_a_wrong_gpu_count(bed):
                60, 2)
 
 
+def test_check_mode_shows_the_diff_and_changes_nothing(bed):
+    # A hand edit on the hosts (they share this machine's /etc/slurm): check mode must report it as
+    # a change with its diff, and leave the edit in place.
+    conf = Path("/etc/slurm/cgroup.conf")
+    rendered = conf.read_text()
+    edited = rendered + "# hand edit\n"
+    conf.write_text(edited)
+    try:
+        result = aiinfra(bed["root"], "hosts", "up", "--stack", st.STACK, "--tags", SLURM_LAYER, "--check",
+                         "-e", f"@{bed['extra']}")
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert "would change:" in result.stdout and "-# hand edit" in result.stdout, result.stdout[-3000:]
+        assert not re.search(r"\b0 change\(s\)", result.stdout), result.stdout[-1000:]
+        assert conf.read_text() == edited  # nothing was written
+    finally:
+        conf.write_text(rendered)
+
+
 def test_second_run_changes_nothing(bed):
     started = time.monotonic()
     second = aiinfra(bed["root"], "hosts", "up", "--stack", st.STACK, "--tags", SLURM_LAYER, "-e", f"@{bed['extra']}")

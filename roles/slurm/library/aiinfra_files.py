@@ -68,6 +68,7 @@ def main() -> None:
     )
     changed_dirs: list[str] = []
     changed_files: list[str] = []
+    diffs: list[dict] = []  # shown by --diff (and by `aiinfra hosts up --check`)
     for spec in module.params["directories"]:
         path = spec["path"]
         if not os.path.isdir(path):
@@ -84,11 +85,16 @@ def main() -> None:
         content = (text if text.endswith("\n") else text + "\n").encode("utf-8")  # text files end in a newline
         try:
             with open(dest, "rb") as f:
-                same = f.read() == content
+                current = f.read()
         except OSError:
-            same = False
+            current = None
+        same = current == content
         if not same:
             changed_files.append(dest)
+            if module._diff:
+                diffs.append({"before_header": dest, "after_header": dest,
+                              "before": (current or b"").decode("utf-8", "replace"),
+                              "after": content.decode("utf-8", "replace")})
             if module.check_mode:
                 continue
             fd, tmp = tempfile.mkstemp(prefix=".aiinfra.", dir=os.path.dirname(dest))
@@ -100,7 +106,7 @@ def main() -> None:
         if _attrs(module, dest, spec, False) and dest not in changed_files:
             changed_files.append(dest)
     module.exit_json(changed=bool(changed_files or changed_dirs), changed_files=changed_files,
-                     changed_directories=changed_dirs)
+                     changed_directories=changed_dirs, diff=diffs)
 
 
 if __name__ == "__main__":

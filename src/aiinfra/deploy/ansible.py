@@ -61,6 +61,7 @@ class Progress:
     play: str = ""
     hosts: dict[str, HostStats] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)  # first line of each failure
+    changes: list[str] = field(default_factory=list)  # "host: task" and its diff, for changed tasks
 
     def host(self, name: str) -> HostStats:
         return self.hosts.setdefault(name, HostStats())
@@ -74,6 +75,7 @@ class RunResult:
     private_data_dir: Path
     elapsed_s: float
     messages: list[str]
+    changes: list[str] = field(default_factory=list)
 
     @property
     def failed_hosts(self) -> list[str]:
@@ -142,6 +144,24 @@ def _quote(value: str) -> str:
     return shlex.quote(value)
 
 
+def _diff_list(diff: object) -> list[dict]:
+    if isinstance(diff, dict):
+        return [diff]
+    return [d for d in diff or [] if isinstance(d, dict)]
+
+
+def _unified(diff: dict) -> str:
+    """One --diff entry (before/after texts) as a unified diff."""
+    import difflib
+
+    before, after = diff.get("before", ""), diff.get("after", "")
+    if not isinstance(before, str) or not isinstance(after, str):
+        return ""
+    return "".join(difflib.unified_diff(before.splitlines(True), after.splitlines(True),
+                                        str(diff.get("before_header", "before")),
+                                        str(diff.get("after_header", "after")))).rstrip("\n")
+
+
 def handle_event(progress: Progress, event: dict) -> None:
     """Fold one ansible-runner event into ``progress``."""
     kind = event.get("event", "")
@@ -154,8 +174,11 @@ def handle_event(progress: Progress, event: dict) -> None:
     elif kind == "runner_on_ok" and host:
         stats = progress.host(host)
         stats.ok += 1
-        if (data.get("res") or {}).get("changed"):
+        res = data.get("res") or {}
+        if res.get("changed"):
             stats.changed += 1
+            progress.changes.append(f"{host}: {data.get('task', '')}" + "".join(
+                "\n" + _unified(d) for d in _diff_list(res.get("diff"))))
     elif kind == "runner_on_failed" and host:
         if data.get("ignore_errors"):
             progress.host(host).ignored += 1
@@ -207,7 +230,7 @@ def run_site(
     # travels in the cmdline.
     cmdline = []
     if check:
-        cmdline.append("--check")
+        cmdline += ["--check", "--diff"]
     if limit:
         cmdline += ["--limit", _quote(limit)]
     if tags:
@@ -263,4 +286,5 @@ def run_site(
         private_data_dir=private,
         elapsed_s=time.monotonic() - started,
         messages=messages,
+        changes=progress.changes,
     )
