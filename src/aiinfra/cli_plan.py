@@ -263,6 +263,18 @@ def plan_cluster_tables(console: Console, cluster: ClusterPlan) -> None:
 # ---------------------------------------------------------------- aiinfra size serve
 
 
+# Options both `size` commands take: a custom architecture instead of --model, and --json.
+LayersOpt = Annotated[int | None, typer.Option("--layers", help="custom model: layers")]
+HiddenOpt = Annotated[int | None, typer.Option("--hidden", help="custom model: hidden size")]
+FfnOpt = Annotated[int | None, typer.Option("--ffn", help="custom model: FFN size")]
+HeadsOpt = Annotated[int | None, typer.Option("--heads", help="custom model: attention heads")]
+KvHeadsOpt = Annotated[int | None, typer.Option("--kv-heads", help="custom model: KV heads")]
+VocabOpt = Annotated[int | None, typer.Option("--vocab", help="custom model: vocabulary")]
+ExpertsOpt = Annotated[int, typer.Option("--experts", help="custom model: MoE experts")]
+ExpertsPerTokenOpt = Annotated[int, typer.Option("--experts-per-token", help="custom MoE: experts per token")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
 @size_app.command("serve")
 def size_serve(
     model_name: Annotated[str | None, typer.Option("--model", "-m", help="catalog model, e.g. llama3-70b")] = None,
@@ -281,15 +293,15 @@ def size_serve(
     acceptance: Annotated[float, typer.Option("--acceptance-rate", help="per-token acceptance")] = 0.7,
     context: Annotated[int | None, typer.Option("--context-len", help="roofline context (default max-model-len/2)")] = None,
     gpus_per_node: Annotated[int, typer.Option("--gpus-per-node")] = 8,
-    layers: Annotated[int | None, typer.Option("--layers", help="custom model: layers")] = None,
-    hidden: Annotated[int | None, typer.Option("--hidden", help="custom model: hidden size")] = None,
-    ffn: Annotated[int | None, typer.Option("--ffn", help="custom model: FFN size")] = None,
-    heads: Annotated[int | None, typer.Option("--heads", help="custom model: attention heads")] = None,
-    kv_heads: Annotated[int | None, typer.Option("--kv-heads", help="custom model: KV heads")] = None,
-    vocab: Annotated[int | None, typer.Option("--vocab", help="custom model: vocabulary")] = None,
-    experts: Annotated[int, typer.Option("--experts", help="custom model: MoE experts")] = 1,
-    experts_per_token: Annotated[int, typer.Option("--experts-per-token", help="custom MoE: experts per token")] = 1,
-    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    layers: LayersOpt = None,
+    hidden: HiddenOpt = None,
+    ffn: FfnOpt = None,
+    heads: HeadsOpt = None,
+    kv_heads: KvHeadsOpt = None,
+    vocab: VocabOpt = None,
+    experts: ExpertsOpt = 1,
+    experts_per_token: ExpertsPerTokenOpt = 1,
+    as_json: JsonOpt = False,
 ) -> None:
     """Weights, KV cache, blocks, TP/PP, decode roofline, speculation and replicas of a deployment."""
 
@@ -348,15 +360,15 @@ def size_train(
     allow_tp_across_nodes: Annotated[bool, typer.Option("--allow-tp-across-nodes")] = False,
     storage_bandwidth: Annotated[str, typer.Option("--storage-bandwidth", help="checkpoint bandwidth")] = "1TB/s",
     afr: Annotated[float, typer.Option("--afr", help="per-GPU annual failure rate")] = 0.05,
-    layers: Annotated[int | None, typer.Option("--layers", help="custom model: layers")] = None,
-    hidden: Annotated[int | None, typer.Option("--hidden", help="custom model: hidden size")] = None,
-    ffn: Annotated[int | None, typer.Option("--ffn", help="custom model: FFN size")] = None,
-    heads: Annotated[int | None, typer.Option("--heads", help="custom model: attention heads")] = None,
-    kv_heads: Annotated[int | None, typer.Option("--kv-heads", help="custom model: KV heads")] = None,
-    vocab: Annotated[int | None, typer.Option("--vocab", help="custom model: vocabulary")] = None,
-    experts: Annotated[int, typer.Option("--experts", help="custom model: MoE experts")] = 1,
-    experts_per_token: Annotated[int, typer.Option("--experts-per-token", help="custom MoE: experts per token")] = 1,
-    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    layers: LayersOpt = None,
+    hidden: HiddenOpt = None,
+    ffn: FfnOpt = None,
+    heads: HeadsOpt = None,
+    kv_heads: KvHeadsOpt = None,
+    vocab: VocabOpt = None,
+    experts: ExpertsOpt = 1,
+    experts_per_token: ExpertsPerTokenOpt = 1,
+    as_json: JsonOpt = False,
 ) -> None:
     """Memory per GPU, parallel layout, step time, tokens/s and the token budget of a training job."""
 
