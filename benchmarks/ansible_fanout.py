@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from aiinfra.deploy.ansible import ensure_fresh, run_site  # noqa: E402
-from aiinfra.spec.loader import load_file  # noqa: E402
+from aiinfra.pipeline import build_file  # noqa: E402
 from harness import slurm_testbed as st  # noqa: E402
 from harness.testbed import Testbed  # noqa: E402
 
@@ -44,7 +44,7 @@ def main() -> int:
     root = st.prepare_root(work / "root")
     os.environ["AIINFRA_ROOT"] = str(root)
     os.chdir(root)
-    cluster = load_file(root / "stacks" / f"Pulumi.{st.STACK}.yaml", f"stacks/Pulumi.{st.STACK}.yaml").cluster
+    cluster = build_file(root / "stacks" / f"Pulumi.{st.STACK}.yaml", f"stacks/Pulumi.{st.STACK}.yaml").cluster
     ensure_fresh(cluster, root, render=True)
     defaults_cfg = work / "defaults.cfg"
     # Ansible's defaults, plus what this machine needs to work at all: the roles, and the system

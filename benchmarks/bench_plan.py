@@ -15,8 +15,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from aiinfra.pipeline import build_file  # noqa: E402
 from aiinfra.plan.cluster import plan_blueprint  # noqa: E402
-from aiinfra.spec.loader import load_file  # noqa: E402
 
 
 def main() -> None:
@@ -24,7 +24,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--stack", default="prod")
     args = ap.parse_args()
-    bp = load_file(ROOT / "stacks" / f"Pulumi.{args.stack}.yaml").cluster.blueprint
+    bp = build_file(ROOT / "stacks" / f"Pulumi.{args.stack}.yaml").cluster.blueprint
     runs = []
     for _ in range(args.repeat):
         t = time.perf_counter()

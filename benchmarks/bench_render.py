@@ -22,9 +22,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from aiinfra.pipeline import build_file, build_text  # noqa: E402
 from aiinfra.render import render_all  # noqa: E402
 from aiinfra.render.writer import write_tree  # noqa: E402
-from aiinfra.spec.loader import load_file, load_text  # noqa: E402
 
 
 def synthetic(nodes: int) -> str:
@@ -75,10 +75,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         prod = ROOT / "stacks" / "Pulumi.prod.yaml"
-        rows.append(measure("prod", lambda: load_file(prod), args.repeat, out))
+        rows.append(measure("prod", lambda: build_file(prod), args.repeat, out))
         for n in (int(s) for s in args.sizes.split(",")):
             text = synthetic(n)
-            rows.append(measure(f"synthetic-{n}", lambda t=text, n=n: load_text(t, f"synthetic-{n}", f"s{n}"),
+            rows.append(measure(f"synthetic-{n}", lambda t=text, n=n: build_text(t, f"synthetic-{n}", f"s{n}"),
                                 args.repeat, out))
     print(f"{'blueprint':<18}{'nodes':>7}{'GPUs':>8}{'files':>6}{'MB':>7}{'validate s':>11}{'render s':>10}"
           f"{'write s':>9}{'total s':>9}{'us/node':>9}")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from aiinfra.spec.loader import Loaded, load_file
+from aiinfra.pipeline import Built, build_file
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -41,20 +41,27 @@ def aiinfra(capsys, monkeypatch):
     return run
 
 
-_CACHE: dict[str, Loaded] = {}
+def render(built: Built, only: list[str] | None = None) -> dict[str, str]:
+    """The artifacts of a built environment (what ``aiinfra render`` writes), in memory."""
+    from aiinfra.render import render_all
+
+    return render_all(built.cluster, built.plan, only=only)
 
 
-def load_stack(env: str) -> Loaded:
+_CACHE: dict[str, Built] = {}
+
+
+def load_stack(env: str) -> Built:
     if env not in _CACHE:
-        _CACHE[env] = load_file(ROOT / "stacks" / f"Pulumi.{env}.yaml", f"stacks/Pulumi.{env}.yaml")
+        _CACHE[env] = build_file(ROOT / "stacks" / f"Pulumi.{env}.yaml", f"stacks/Pulumi.{env}.yaml")
     return _CACHE[env]
 
 
 @pytest.fixture(scope="session")
-def prod() -> Loaded:
+def prod() -> Built:
     return load_stack("prod")
 
 
 @pytest.fixture(scope="session")
-def dev() -> Loaded:
+def dev() -> Built:
     return load_stack("dev")

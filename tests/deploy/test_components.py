@@ -8,7 +8,7 @@ import pytest
 import yaml
 from pulumi_harness import run_program
 
-from aiinfra.render.platform import COMPONENTS
+from aiinfra.catalog.platform import COMPONENTS
 from conftest import ROOT
 
 

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import yaml
 
+from aiinfra.pipeline import Built
 from aiinfra.render.host_vars import render_host_vars
 from aiinfra.render.inventory import inventory_model
-from aiinfra.spec.cluster import Cluster
 
 
-def mini_inventory(cluster: Cluster, hosts: list[str], host_overrides: dict | None = None) -> str:
+def mini_inventory(built: Built, hosts: list[str], host_overrides: dict | None = None) -> str:
     """YAML inventory of ``hosts`` as ``aiinfra render`` would give them (plus ``host_overrides``)."""
+    cluster = built.cluster
     model = inventory_model(cluster)
     all_vars = dict(model.all_vars)
-    for path, text in render_host_vars(cluster).items():
+    for path, text in render_host_vars(cluster, built.plan).items():
         if path.startswith("ansible/group_vars/all/"):
             all_vars.update(yaml.safe_load(text))
     children = {}

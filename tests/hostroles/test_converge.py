@@ -48,7 +48,7 @@ def _prepare(tmp: Path, tree: Path):
     mounts = tree / "etc/aiinfra-test/mounts"
     mounts.write_text("10.2.255.1@o2ib:10.2.255.2@o2ib:/aifs /lustre lustre rw,flock,lazystatfs,noatime 0 0\n")
     inventory = tmp / "inventory.yml"
-    inventory.write_text(mini_inventory(load_stack("prod").cluster, [HOST], {HOST: {
+    inventory.write_text(mini_inventory(load_stack("prod"), [HOST], {HOST: {
         "ansible_connection": "aiinfra_chroot", "ansible_host": str(tree)}}))
     overrides = {
         **{f"{role}_live": False for role in ("common", "nvidia_driver", "infiniband", "lustre_client", "nvmeof",

@@ -12,7 +12,7 @@ from conftest import ROOT, load_stack
 
 
 def rendered(env: str) -> dict[str, object]:
-    out = render_host_vars(load_stack(env).cluster)
+    out = render_host_vars(load_stack(env).cluster, load_stack(env).plan)
     return {path: (yaml.safe_load(text) if path.endswith(".yml") else text) for path, text in out.items()}
 
 
@@ -61,5 +61,5 @@ def test_etc_hosts_has_every_host_once_at_its_management_address():
 
 
 def test_the_committed_manifests_hold_these_files():
-    for path, text in render_host_vars(load_stack("prod").cluster).items():
+    for path, text in render_host_vars(load_stack("prod").cluster, load_stack("prod").plan).items():
         assert (ROOT / "manifests" / "prod" / path).read_text() == (text if text.endswith("\n") else text + "\n")

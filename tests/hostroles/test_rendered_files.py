@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(shutil.which(ansible_playbook()) is None and not
 def files(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("hostfiles")
     inventory = tmp / "inventory.yml"
-    inventory.write_text(mini_inventory(load_stack("prod").cluster, HOSTS))
+    inventory.write_text(mini_inventory(load_stack("prod"), HOSTS))
     out = tmp / "out"
     r = run_playbook(HERE / "render-host-files.yml", inventory, "-e", f"out={out}")
     assert r.rc == 0, r.tail()

@@ -43,8 +43,8 @@ def test_nodes_are_drained_before_the_roles_and_resumed_after_the_checks(play):
 def test_batches_and_failure_budget_come_from_the_rendered_rollout(tmp_path, play):
     """The play's own vars_files, serial and max_fail_percentage over 3 local hosts, with a rendered
     rollout.yml beside the inventory: [1, 1] gives three batches; without it, the defaults [1, 32] two."""
-    cluster = load_stack("prod").cluster
-    inv = yaml.safe_load(mini_inventory(cluster, ["gpu001", "gpu002", "gpu003"]))
+    built = load_stack("prod")
+    inv = yaml.safe_load(mini_inventory(built, ["gpu001", "gpu002", "gpu003"]))
     inv["all"]["vars"]["ansible_connection"] = "local"
     (tmp_path / "inventory.yml").write_text(yaml.safe_dump(inv))
     probe = [{"name": "Probe", "hosts": "gpu_nodes", "gather_facts": False,
@@ -65,7 +65,7 @@ def test_batches_and_failure_budget_come_from_the_rendered_rollout(tmp_path, pla
 
 def test_syntax(tmp_path):
     inventory = tmp_path / "inventory.yml"
-    inventory.write_text(mini_inventory(load_stack("prod").cluster, ["gpu001", "mgmt01", "kcp01"]))
+    inventory.write_text(mini_inventory(load_stack("prod"), ["gpu001", "mgmt01", "kcp01"]))
     r = run_playbook(PLAYBOOK, inventory, "--syntax-check")
     assert r.rc == 0, r.tail()
 

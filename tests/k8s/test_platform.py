@@ -9,19 +9,19 @@ import pytest
 import yaml
 
 from aiinfra.catalog.charts import CHARTS
+from aiinfra.catalog.platform import COMPONENTS
 from aiinfra.errors import BlueprintError
-from aiinfra.render import render_all
+from aiinfra.pipeline import build_data
 from aiinfra.render.k8s_topology import node_labels, node_taints, topology_levels
-from aiinfra.render.platform import COMPONENTS, DCGM_FIELDS
-from aiinfra.spec.loader import load_data
-from conftest import ROOT, load_stack
+from aiinfra.render.platform import DCGM_FIELDS
+from conftest import ROOT, load_stack, render
 from k8s_schema import _strict as strict_schema
 from k8s_schema import require_crds
 
 
 @pytest.fixture(scope="module")
 def prod_render():
-    return render_all(load_stack("prod").cluster)
+    return render(load_stack("prod"))
 
 
 def docs(text: str) -> list[dict]:
@@ -87,7 +87,7 @@ def test_kubeadm_configuration_carries_the_blueprint_networks_and_ha_endpoint(pr
 def test_kubeadm_uses_v1beta3_before_kubernetes_1_31():
     bp = blueprint("dev")
     bp["versions"]["kubernetes"] = "1.30.9"
-    rendered = render_all(load_data(bp, "dev.yaml", "dev").cluster, only=["k8s-hosts"])
+    rendered = render(build_data(bp, "dev.yaml", "dev"), only=["k8s-hosts"])
     cc = docs(rendered["k8s-hosts/kubeadm-config.yaml"])[0]
     assert cc["apiVersion"] == "kubeadm.k8s.io/v1beta3"
     assert cc["apiServer"]["extraArgs"] == {"profiling": "false"}
@@ -97,7 +97,7 @@ def test_several_control_plane_hosts_without_a_vip_are_refused():
     bp = blueprint("prod")
     del bp["kubernetes"]["api_vip"]
     with pytest.raises(BlueprintError) as exc:
-        render_all(load_data(bp, "prod.yaml", "prod").cluster, only=["k8s-hosts"])
+        render(build_data(bp, "prod.yaml", "prod"), only=["k8s-hosts"])
     assert exc.value.problems[0].path == ("kubernetes", "api_vip")
 
 
@@ -116,7 +116,7 @@ def test_a_missing_chart_pin_names_the_key_and_the_fix():
     bp = blueprint("dev")
     del bp["versions"]["charts"]["kueue"]
     with pytest.raises(BlueprintError) as exc:
-        render_all(load_data(bp, "dev.yaml", "dev").cluster, only=["k8s-platform"])
+        render(build_data(bp, "dev.yaml", "dev"), only=["k8s-platform"])
     (problem,) = exc.value.problems
     assert problem.path == ("versions", "charts", "kueue") and "registry.k8s.io" in problem.hint
 
@@ -142,7 +142,7 @@ def test_gpu_operator_values_are_valid_clusterpolicy_fields(prod_render):
 def test_the_operator_installs_the_driver_when_the_blueprint_says_so():
     bp = blueprint("dev")
     bp["kubernetes"].update({"gpu_driver": "operator", "mig_strategy": "mixed"})
-    rendered = render_all(load_data(bp, "dev.yaml", "dev").cluster, only=["k8s-platform"])
+    rendered = render(build_data(bp, "dev.yaml", "dev"), only=["k8s-platform"])
     values = yaml.safe_load(rendered["k8s/gpu-operator/values.yaml"])
     assert values["driver"]["enabled"] is True and values["driver"]["version"] == "550.127.08"
     assert values["mig"]["strategy"] == "mixed" and values["migManager"]["enabled"] is True
@@ -180,7 +180,7 @@ def test_rdma_shared_mode_gives_one_ipoib_network_per_rail_with_pod_ranges_above
 def test_sriov_mode_gives_host_device_networks_per_rail():
     bp = blueprint("dev")
     bp["kubernetes"].update({"rdma": "sriov", "rail_netdevs": "ibp[0-7]"})
-    rendered = render_all(load_data(bp, "dev.yaml", "dev").cluster, only=["k8s-platform"])
+    rendered = render(build_data(bp, "dev.yaml", "dev"), only=["k8s-platform"])
     networks = docs(rendered["k8s/network-operator/rail-networks.yaml"])
     assert {n["kind"] for n in networks} == {"HostDeviceNetwork"}
     assert networks[3]["spec"]["resourceName"] == "nvidia.com/rail3_vf"
@@ -215,7 +215,7 @@ def test_queue_shares_above_one_are_refused():
     bp = blueprint("dev")
     bp["kubernetes"]["queue_gpu_shares"] = {"serving": 0.8, "training": 0.5}
     with pytest.raises(BlueprintError) as exc:
-        render_all(load_data(bp, "dev.yaml", "dev").cluster, only=["k8s-platform"])
+        render(build_data(bp, "dev.yaml", "dev"), only=["k8s-platform"])
     assert exc.value.problems[0].path == ("kubernetes", "queue_gpu_shares")
 
 
@@ -223,7 +223,7 @@ def test_queue_shares_above_one_are_refused():
 
 @pytest.mark.parametrize("env", ["dev", "prod"])
 def test_every_workload_namespace_denies_by_default(env):
-    rendered = render_all(load_stack(env).cluster, only=["k8s-namespaces"])
+    rendered = render(load_stack(env), only=["k8s-namespaces"])
     namespaces = [d for d in docs(rendered["k8s/namespaces/namespaces.yaml"])]
     policies = docs(rendered["k8s/namespaces/network-policies.yaml"])
     for ns in namespaces:
@@ -258,5 +258,5 @@ def test_one_argo_application_per_component_with_chart_version_and_values(prod, 
 def test_no_gitops_tree_without_a_repository():
     bp = copy.deepcopy(blueprint("dev"))
     del bp["kubernetes"]["gitops_repo"]
-    rendered = render_all(load_data(bp, "dev.yaml", "dev").cluster)
+    rendered = render(build_data(bp, "dev.yaml", "dev"))
     assert not [p for p in rendered if p.startswith("gitops/")]

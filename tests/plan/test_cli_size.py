@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from aiinfra.catalog.models import MODELS
-from aiinfra.cli_plan import size_app
+from aiinfra.cli.plan import size_app
 
 runner = CliRunner()
 

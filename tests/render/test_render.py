@@ -11,11 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aiinfra import render
-from aiinfra.render import render_all
+import aiinfra.render as render_pkg
 from aiinfra.render.inventory import dynamic_list, inventory_model
 from aiinfra.render.writer import diff_tree, files_on_disk, write_tree
-from conftest import ROOT, load_stack
+from conftest import ROOT, load_stack, render
 
 
 @pytest.fixture
@@ -30,8 +29,8 @@ def project(tmp_path):
 
 @pytest.mark.parametrize("env", ["dev", "prod"])
 def test_rendering_twice_gives_identical_bytes(env):
-    cluster = load_stack(env).cluster
-    assert render_all(cluster) == render_all(cluster)
+    built = load_stack(env)
+    assert render(built) == render(built)
 
 
 @pytest.mark.parametrize("env", ["dev", "prod"])
@@ -58,10 +57,10 @@ def test_check_fails_after_a_committed_manifest_is_edited(aiinfra, project):
 def test_a_renderer_that_fails_midway_leaves_the_tree_untouched(aiinfra, project, monkeypatch):
     before = {p: f.read_bytes() for p, f in files_on_disk(project / "manifests" / "dev").items()}
 
-    def broken(cluster):
+    def broken(cluster, plan):
         raise RuntimeError("renderer failed")
 
-    monkeypatch.setitem(render._REGISTRY, "zz-broken", render.Renderer("zz-broken", broken, "fails"))
+    monkeypatch.setitem(render_pkg._REGISTRY, "zz-broken", render_pkg.Renderer("zz-broken", broken, "fails"))
     with pytest.raises(RuntimeError):
         aiinfra("render", "--stack", "dev", cwd=project)
     after = {p: f.read_bytes() for p, f in files_on_disk(project / "manifests" / "dev").items()}
@@ -126,7 +125,7 @@ def test_inventory_usage_errors(aiinfra):
 
 def test_static_and_dynamic_inventory_agree(prod):
     cluster = prod.cluster
-    static = yaml.safe_load(render_all(cluster, only=["inventory"])["ansible/inventory.yml"])["all"]
+    static = yaml.safe_load(render(prod, only=["inventory"])["ansible/inventory.yml"])["all"]
     dynamic = dynamic_list(inventory_model(cluster))
     assert static["hosts"] == dynamic["_meta"]["hostvars"]
     for group, entry in static["children"].items():

@@ -17,9 +17,9 @@ def stack_data(env: str) -> dict:
 
 
 def load_variant(data: dict, env: str = "prod"):
-    from aiinfra.spec.loader import load_data
+    from aiinfra.pipeline import build_data
 
-    return load_data(data, f"stacks/Pulumi.{env}.yaml", env)
+    return build_data(data, f"stacks/Pulumi.{env}.yaml", env)
 
 
 def problems_of(data: dict, env: str = "prod") -> list:
@@ -32,10 +32,10 @@ def problems_of(data: dict, env: str = "prod") -> list:
         return exc.problems
 
 
-def serving_objects(cluster) -> dict[str, list[dict]]:
+def serving_objects(built) -> dict[str, list[dict]]:
     from aiinfra.render.serving import objects
 
-    return objects(cluster)
+    return objects(built.cluster, built.plan)
 
 
 def find(objs: list[dict], kind: str) -> dict:
@@ -46,7 +46,7 @@ def find(objs: list[dict], kind: str) -> dict:
 
 @cache
 def prod_objects() -> dict[str, list[dict]]:
-    return serving_objects(load_stack("prod").cluster)
+    return serving_objects(load_stack("prod"))
 
 
 @cache
@@ -54,9 +54,7 @@ def prod_plan_json() -> dict:
     """What ``aiinfra plan --json --stack prod`` prints, by deployment name."""
     import json
 
-    from aiinfra.plan.cluster import plan_cluster
-
-    data = json.loads(json.dumps(plan_cluster(load_stack("prod").cluster).to_dict()))
+    data = json.loads(json.dumps(load_stack("prod").plan.to_dict()))
     return {s["name"]: s for s in data["serving"]}
 
 

@@ -18,7 +18,7 @@ from aiinfra.catalog.k8s_resources import (
     RDMA_SHARED_DEVICE_RESOURCE,
     SU_LABEL,
 )
-from conftest import ROOT, load_stack
+from conftest import ROOT, load_stack, render
 
 
 def server(pod_spec: dict) -> dict:
@@ -170,7 +170,7 @@ def test_405b_stages_weights_on_local_nvme_with_a_checksum():
     dep = next(d for d in data["serving"] if d["name"] == "llama3-405b")
     dep["weights_source"] = "local-nvme"
     dep["weights_manifest_sha256"] = "5f" * 32  # any well-formed digest of a SHA256SUMS file
-    prod_objects = serving_objects(load_variant(data).cluster)
+    prod_objects = serving_objects(load_variant(data))
     pod = find(prod_objects["llama3-405b"], "LeaderWorkerSet")["spec"]["leaderWorkerTemplate"]["leaderTemplate"]["spec"]
     init = next(c for c in pod["initContainers"] if c["name"] == "stage-weights")
     script = init["command"][-1]
@@ -214,7 +214,7 @@ def test_trtllm_builds_the_engine_with_the_plans_layout():
 def test_dev_serves_llama3_8b_on_one_gpu():
     from aiinfra.render.serving import objects
 
-    objs = objects(load_stack("dev").cluster)["llama3-8b"]
+    objs = objects(load_stack("dev").cluster, load_stack("dev").plan)["llama3-8b"]
     c = server(find(objs, "Deployment")["spec"]["template"]["spec"])
     assert c["resources"]["limits"][GPU_RESOURCE] == 1
     assert args_of(c)["--tensor-parallel-size"] == "1"
@@ -235,10 +235,9 @@ def test_kustomizations_list_every_serving_folder():
 
 
 def test_committed_serving_manifests_equal_a_fresh_render():
-    from aiinfra.render import render_all
 
     for env in ("dev", "prod"):
-        fresh = render_all(load_stack(env).cluster, only=["k8s-serving"])
+        fresh = render(load_stack(env), only=["k8s-serving"])
         for path, text in fresh.items():
             assert (ROOT / "manifests" / env / path).read_text() == text, f"stale {env}/{path}: aiinfra render"
         on_disk = {str(p.relative_to(ROOT / "manifests" / env)) for p in (ROOT / "manifests" / env / "k8s" / "serving").rglob("*.yaml")}

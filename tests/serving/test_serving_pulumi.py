@@ -53,10 +53,10 @@ def test_serving_components_depend_on_the_platform(mocked):
     from conftest import load_stack
 
     mocks, registered = mocked
-    cluster = load_stack("prod").cluster
+    built = load_stack("prod")
     platform = {n: Stub(n) for n in ("namespaces", "lustre", "gpu-operator", "network-operator", "lws", "kueue",
                                      "monitoring", "keda")}
-    components = serving_components(cluster, platform)
+    components = serving_components(built.cluster, built.plan, platform)
     assert sorted(c.args.name for c in components) == ["llama3-405b", "llama3-70b-chat", "llama3-8b-trt"]
     assert all(isinstance(c, VllmDeployment) for c in components)
     by_name = {c.args.name: c for c in components}
@@ -88,16 +88,22 @@ def test_serving_components_depend_on_the_platform(mocked):
     return pulumi.Output.all(*urns).apply(check)
 
 
-def test_objects_come_from_the_in_memory_render():
-    from aiinfra.deploy.serving_component import rendered_objects
-    from aiinfra.render.serving import objects
-    from conftest import load_stack
+def test_the_objects_pulumi_applies_are_those_the_files_hold():
+    import yaml
 
-    cluster = load_stack("prod").cluster
+    from aiinfra.render.serving import objects
+    from conftest import load_stack, render
+
+    built = load_stack("prod")
     def key(o):
         return (o["kind"], o["metadata"]["name"])
 
-    rendered, direct = rendered_objects(cluster), objects(cluster)
+    rendered: dict[str, list[dict]] = {}
+    for path, text in render(built, only=["k8s-serving"]).items():
+        parts = path.split("/")
+        if len(parts) == 4 and parts[3] != "kustomization.yaml":
+            rendered.setdefault(parts[2], []).extend(d for d in yaml.safe_load_all(text) if d)
+    direct = objects(built.cluster, built.plan)
     assert rendered.keys() == direct.keys()
     for name in rendered:
         assert sorted(rendered[name], key=key) == sorted(direct[name], key=key)

@@ -28,7 +28,7 @@ def test_committed_serving_objects_are_valid(env):
 
 
 def test_every_kind_serving_renders_is_covered():
-    kinds = {o["kind"] for objs in serving_objects(load_stack("prod").cluster).values() for o in objs}
+    kinds = {o["kind"] for objs in serving_objects(load_stack("prod")).values() for o in objs}
     assert {"Deployment", "LeaderWorkerSet", "Job", "Service", "ServiceAccount", "PodDisruptionBudget",
             "NetworkPolicy", "ServiceMonitor", "PrometheusRule", "ScaledObject"} <= kinds
 
@@ -37,9 +37,8 @@ def test_ray_groups_and_hpa_are_valid_too():
     data = stack_data("prod")
     data["serving"][1].update({"distributed_backend": "ray", "image": "vllm", "autoscaling": "hpa",
                                "max_replicas": 2})
-    cluster = load_variant(data).cluster
-    objs = serving_objects(cluster)["llama3-405b"]
+    objs = serving_objects(load_variant(data))["llama3-405b"]
     kinds = {o["kind"] for o in objs}
     assert "HorizontalPodAutoscaler" in kinds and "LeaderWorkerSet" in kinds
-    problems = [p for obj in objs for p in validate_object(obj, cluster.blueprint.versions.kubernetes)]
+    problems = [p for obj in objs for p in validate_object(obj, data["versions"]["kubernetes"])]
     assert not problems, "\n".join(problems)

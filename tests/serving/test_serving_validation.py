@@ -8,7 +8,7 @@ import pytest
 from serving_helpers import args_of, find, load_variant, problems_of, serving_objects, stack_data
 
 from aiinfra.catalog import engines as eng
-from aiinfra.plan.serving_preflight import SERVING_ERRORS
+from aiinfra.checks.serving import SERVING_ERRORS
 from conftest import ROOT
 
 
@@ -54,7 +54,7 @@ def test_image_versions():
 def test_older_vllm_gets_the_legacy_speculative_flags():
     data = stack_data("prod")
     data["versions"]["images"]["vllm"] = "vllm/vllm-openai:v0.7.3"
-    objs = serving_objects(load_variant(data).cluster)["llama3-70b-chat"]
+    objs = serving_objects(load_variant(data))["llama3-70b-chat"]
     args = args_of(find(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0])
     assert args["--speculative-model"] == "/lustre/models/meta-llama-3.1-8b-instruct"
     assert args["--num-speculative-tokens"] == "5" and "--speculative-config" not in args
@@ -76,7 +76,7 @@ def test_multi_node_without_ray_needs_a_recent_vllm_but_ray_works_everywhere():
     assert errors(data)["aiinfra:cluster.serving[1].distributed_backend"] == "serving-engine-flag"
     data["serving"][1]["distributed_backend"] = "ray"
     assert not errors(data)
-    tpl = find(serving_objects(load_variant(data).cluster)["llama3-405b"], "LeaderWorkerSet")["spec"][
+    tpl = find(serving_objects(load_variant(data))["llama3-405b"], "LeaderWorkerSet")["spec"][
         "leaderWorkerTemplate"]
     leader = tpl["leaderTemplate"]["spec"]["containers"][0]["command"][-1]
     worker = tpl["workerTemplate"]["spec"]["containers"][0]["command"][-1]
@@ -107,10 +107,9 @@ def test_bad_deployment_is_reported_at_its_key(change, path, eid):
 
 
 def test_prod_fits_its_32_serving_nodes():
-    from aiinfra.render.serving import resolve
     from conftest import load_stack
 
-    specs = resolve(load_stack("prod").cluster)
+    specs = load_stack("prod").plan.deployments
     used = sum(s.gpus(s.max_replicas) for s in specs if s.group.name == "gpu-serve")
     assert used <= 32 * 8
     assert not errors(stack_data("prod"))

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from ClusterShell.NodeSet import NodeSet
 
+from aiinfra.pipeline import build_file
 from aiinfra.render.slurm import (
     cores_of_gpu,
     gpu_type,
@@ -18,7 +19,6 @@ from aiinfra.render.slurm import (
     render_slurm,
     slurm_model,
 )
-from aiinfra.spec.loader import load_file
 from conftest import ROOT, load_stack
 
 TESTBED = ROOT / "tests" / "fixtures" / "slurm-testbed" / "stacks" / "Pulumi.testbed.yaml"
@@ -40,8 +40,8 @@ def prod_files() -> dict[str, str]:
 
 @pytest.mark.parametrize("env", ["prod", "dev"])
 def test_committed_tree_is_a_fresh_render(env):
-    cluster = load_stack(env).cluster
-    for path, text in render_slurm(cluster).items():
+    built = load_stack(env)
+    for path, text in render_slurm(built.cluster, built.plan).items():
         on_disk = ROOT / "manifests" / env / path
         assert on_disk.is_file(), f"{path} missing: run aiinfra render --stack {env}"
         assert on_disk.read_text() == text, f"{path} stale: run aiinfra render --stack {env}"
@@ -58,7 +58,7 @@ def test_node_lines_fold_the_slurm_gpu_nodes(prod_files):
 
 def test_every_slurm_node_appears_exactly_once():
     cluster = load_stack("prod").cluster
-    text = render_slurm(cluster)["slurm/slurm.conf"]
+    text = render_slurm(cluster, load_stack("prod").plan)["slurm/slurm.conf"]
     seen = [h for line in conf_lines(text, "NodeName") for h in NodeSet(settings(line)["NodeName"])]
     want = [h for g in cluster.groups_for_scheduler("slurm") for h in g.hosts]
     assert sorted(seen) == sorted(want) and len(seen) == len(set(seen))
@@ -90,7 +90,7 @@ def test_controllers_accounting_and_memory_defaults(prod_files):
 
 
 def test_no_accounting_tres_without_slurmdbd():
-    loaded = load_file(TESTBED)
+    loaded = build_file(TESTBED)
     bp = loaded.cluster.blueprint
     groups = [g.model_copy(update={"roles": [r for r in g.roles if r != "slurmdbd"]}) for g in bp.node_groups]
     cluster = loaded.cluster
@@ -98,7 +98,7 @@ def test_no_accounting_tres_without_slurmdbd():
     from aiinfra.spec.cluster import Group
 
     cluster.groups = {g.name: Group(g, bp.node_types[g.type], cluster.groups[g.name].hosts) for g in groups}
-    files = render_slurm(cluster)
+    files = render_slurm(cluster, loaded.plan)
     assert "slurm/slurmdbd.conf" not in files
     text = files["slurm/slurm.conf"]
     assert not conf_lines(text, "AccountingStorageTRES")
@@ -126,7 +126,7 @@ def test_gres_types_from_the_gpu_catalog(prod_files):
 
 
 def test_explicit_gres_lines_with_core_and_nvlink_affinity():
-    files = render_slurm(load_file(TESTBED).cluster)
+    files = render_slurm(build_file(TESTBED).cluster, build_file(TESTBED).plan)
     lines = conf_lines(files["slurm/gres.conf"], "NodeName")
     assert len(lines) == 8
     first = settings(lines[0])
@@ -156,10 +156,10 @@ def test_cgroup_and_plugstack(prod_files):
 
 def test_version_gated_options():
     prod = slurm_model(load_stack("prod").cluster)
-    testbed = slurm_model(load_file(TESTBED).cluster)
+    testbed = slurm_model(build_file(TESTBED).cluster)
     assert "SlurmctldParameters=enable_stepmgr" in prod.options  # 24.11
     assert testbed.options == []  # 22.05 knows none of them
-    text = render_slurm(load_file(TESTBED).cluster)["slurm/slurm.conf"]
+    text = render_slurm(build_file(TESTBED).cluster, build_file(TESTBED).plan)["slurm/slurm.conf"]
     assert "enable_stepmgr" not in text
     assert "SlurmdParameters=config_overrides" in text.splitlines()
 

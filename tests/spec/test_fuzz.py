@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aiinfra.errors import BlueprintError
-from aiinfra.spec.loader import load_text
+from aiinfra.pipeline import build_text
 from conftest import ROOT
 
 DEV = yaml.safe_load((ROOT / "stacks" / "Pulumi.dev.yaml").read_text())
@@ -67,7 +67,7 @@ def test_mutated_blueprint_never_raises_anything_but_problems(edits):
             continue  # an earlier edit removed this path
     text = yaml.safe_dump(doc)
     try:
-        load_text(text, "fuzz.yaml", "fuzz")
+        build_text(text, "fuzz.yaml", "fuzz")
     except BlueprintError as exc:
         assert exc.problems
         for p in exc.problems:
@@ -78,6 +78,6 @@ def test_mutated_blueprint_never_raises_anything_but_problems(edits):
 @given(st.text(max_size=200))
 def test_arbitrary_text_is_never_a_traceback(text):
     try:
-        load_text(text, "x.yaml", "x")
+        build_text(text, "x.yaml", "x")
     except BlueprintError as exc:
         assert exc.problems

@@ -7,18 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from aiinfra.acceptance import (
-    EFFICIENCY,
-    GATE_MIN_BYTES,
-    expected_busbw_gb_s,
-    gate,
-    parse_output,
-    read_results,
-    threshold_gb_s,
-)
+from aiinfra.deploy.acceptance import gate, parse_output, read_results
+from aiinfra.plan.acceptance import EFFICIENCY, GATE_MIN_BYTES, expected_busbw_gb_s, threshold_gb_s
 from aiinfra.plan.training import LINK_EFFICIENCY
-from aiinfra.render import render_all
-from conftest import load_stack
+from conftest import load_stack, render
 
 SAMPLES = Path(__file__).parent / "fixtures" / "nccl"
 
@@ -113,7 +105,7 @@ def test_cli_fails_and_resumes_only_the_nodes_that_passed(aiinfra):
 
 
 def test_acceptance_jobs_rendered_per_partition(prod):
-    out = render_all(prod, only=["acceptance"])
+    out = render(load_stack("prod"), only=["acceptance"])
     assert sorted(out) == ["acceptance/train/nccl-tests.sbatch", "acceptance/train/thresholds.json"]
     script = out["acceptance/train/nccl-tests.sbatch"]
     assert "[su15]='gpu[449-480]'" in script and "all_reduce_perf all_gather_perf alltoall_perf" in script

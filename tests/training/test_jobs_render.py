@@ -16,21 +16,20 @@ import yaml
 from training_helpers import flag, function_source, sbatch_options, shell_values
 
 from aiinfra.catalog import k8s_resources
+from aiinfra.checks import registry
+from aiinfra.checks.training import PROBLEM_IDS
 from aiinfra.errors import BlueprintError, Level
-from aiinfra.plan.cluster import plan_cluster
-from aiinfra.render import render_all
-from aiinfra.render.jobs import PROBLEM_IDS, job_models, switches_for
-from aiinfra.render.nccl import nccl_env
-from aiinfra.spec import checks
-from aiinfra.spec.loader import load_data
-from conftest import ROOT, load_stack
+from aiinfra.pipeline import build_data
+from aiinfra.plan.fabric_env import nccl_env
+from aiinfra.plan.jobs import switches_for
+from conftest import ROOT, load_stack, render
 
 DEV = yaml.safe_load((ROOT / "stacks" / "Pulumi.dev.yaml").read_text())["config"]["aiinfra:cluster"]
 
 
 @pytest.fixture(scope="module")
 def dev_jobs() -> dict[str, str]:
-    return render_all(load_stack("dev").cluster, only=["jobs"])
+    return render(load_stack("dev"), only=["jobs"])
 
 
 def _objects(text: str) -> dict[str, dict]:
@@ -96,7 +95,7 @@ def test_pytorchjob_queues_in_kueue_with_rdma_shm_and_lustre(dev_jobs):
 def test_deepspeed_json_batch_is_micro_x_accumulation_x_dp(dev_jobs):
     config = _objects(dev_jobs["jobs/llama3-8b-finetune/pytorchjob.yaml"])["ConfigMap"]
     ds = json.loads(config["data"]["deepspeed.json"])
-    plan = next(p for p, _ in plan_cluster(load_stack("dev").cluster).training if p.request.name == "llama3-8b-finetune")
+    plan = next(p for p, _ in load_stack("dev").plan.training if p.request.name == "llama3-8b-finetune")
     lay = plan.layout
     assert ds["train_batch_size"] == lay.global_batch == 64
     assert ds["train_micro_batch_size_per_gpu"] * ds["gradient_accumulation_steps"] * lay.dp == ds["train_batch_size"]
@@ -112,7 +111,7 @@ def test_offload_to_cpu_shards_optimizer_and_parameters():
     bp = copy.deepcopy(DEV)
     job = next(j for j in bp["training"] if j["name"] == "llama3-8b-finetune")
     job["offload"] = "cpu"
-    ds = next(m for m in job_models(load_data(bp, "dev.yaml", "dev").cluster) if m.name == job["name"]).deepspeed
+    ds = next(m for m in build_data(bp, "dev.yaml", "dev").plan.jobs if m.name == job["name"]).deepspeed
     assert ds["zero_optimization"]["offload_optimizer"] == {"device": "cpu", "pin_memory": True}
     assert ds["zero_optimization"]["offload_param"] == {"device": "cpu", "pin_memory": True}
 
@@ -122,7 +121,7 @@ def test_offload_to_cpu_shards_optimizer_and_parameters():
 
 def test_dev_smoke_job_has_virtual_pipeline_stages(dev_jobs):
     args, env = shell_values(dev_jobs["jobs/llama3-8b-smoke/sbatch.sh"])
-    plan = next(p for p, _ in plan_cluster(load_stack("dev").cluster).training if p.request.name == "llama3-8b-smoke")
+    plan = next(p for p, _ in load_stack("dev").plan.training if p.request.name == "llama3-8b-smoke")
     lay = plan.layout
     assert lay.vpp > 1
     assert int(flag(args, "--num-layers-per-virtual-pipeline-stage")) * lay.pp * lay.vpp == 32
@@ -137,7 +136,7 @@ def test_switches_from_nodes_per_su():
 def test_torchrun_launcher_starts_one_process_per_node():
     bp = copy.deepcopy(DEV)
     bp["training"][0]["launcher"] = "torchrun"
-    text = render_all(load_data(bp, "dev.yaml", "dev").cluster, only=["jobs"])["jobs/llama3-8b-smoke/sbatch.sh"]
+    text = render(build_data(bp, "dev.yaml", "dev"), only=["jobs"])["jobs/llama3-8b-smoke/sbatch.sh"]
     opts = sbatch_options(text)
     assert opts["ntasks-per-node"] == "1" and opts["cpus-per-task"] == "224"
     assert 'exec torchrun --nnodes="$SLURM_NNODES" --nproc-per-node=8 --node-rank="$SLURM_NODEID"' in text
@@ -207,7 +206,7 @@ def test_scripts_are_valid_bash(dev_jobs, tmp_path):
 
 def _problems(bp: dict) -> dict[str, Level]:
     try:
-        loaded = load_data(bp, "dev.yaml", "dev")
+        loaded = build_data(bp, "dev.yaml", "dev")
     except BlueprintError as exc:
         return {p.id: p.level for p in exc.problems}
     return {p.id: p.level for p in loaded.warnings}
@@ -258,17 +257,16 @@ def test_the_tp_x_pp_x_dp_x_cp_and_batch_checks_are_the_planners():
 def test_problem_ids_are_documented_and_classified():
     doc = (ROOT / "docs" / "validation.md").read_text()
     documented = set(re.findall(r"^\| `([a-z0-9-]+)` \|", doc, flags=re.M))
-    source = (ROOT / "src" / "aiinfra" / "render" / "jobs.py").read_text()
+    source = (ROOT / "src" / "aiinfra" / "checks" / "training.py").read_text()
     used = set(re.findall(r'"(train-[a-z0-9-]+)"', source))
     assert used == set(PROBLEM_IDS)
     assert used <= documented, sorted(used - documented)
     for pid, level in PROBLEM_IDS.items():
-        assert pid in (checks.KNOWN_WARNINGS if level is Level.WARNING else checks._ALL_ERROR_IDS), pid
+        assert pid in (registry.KNOWN_WARNINGS if level is Level.WARNING else registry.ERROR_IDS), pid
 
 
 def test_committed_files_exist_for_every_job():
     for env in ("dev", "prod"):
-        cluster = load_stack(env).cluster
-        for m in job_models(cluster):
+        for m in load_stack(env).plan.jobs:
             name = "sbatch.sh" if m.scheduler == "slurm" else "pytorchjob.yaml"
             assert (ROOT / "manifests" / env / "jobs" / m.name / name).is_file() or pytest.skip("render first")

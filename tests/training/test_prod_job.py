@@ -11,9 +11,8 @@ from ClusterShell.NodeSet import NodeSet
 from training_helpers import flag, sbatch_options, shell_values
 
 from aiinfra.catalog.models import resolve_model
-from aiinfra.render import render_all
 from aiinfra.render.jobs import enroot_image
-from conftest import load_stack
+from conftest import load_stack, render
 
 JOB = "llama3-70b-pretrain"
 
@@ -28,7 +27,7 @@ def plan(request) -> dict:
 
 @pytest.fixture(scope="module")
 def script() -> str:
-    return render_all(load_stack("prod").cluster, only=["jobs"])[f"jobs/{JOB}/sbatch.sh"]
+    return render(load_stack("prod"), only=["jobs"])[f"jobs/{JOB}/sbatch.sh"]
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 The executor applies what ``aiinfra render`` produced and decides nothing: it refuses stale
 manifests (or renders them first when asked), runs the playbook in a fresh private data dir
 under ``.aiinfra/runs/<timestamp>/`` (artifacts kept), reports progress from runner events and
-returns per-host results. The CLI (:mod:`aiinfra.cli_hosts`) shows them.
+returns per-host results. The CLI (:mod:`aiinfra.cli.hosts`) shows them.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 
 from aiinfra import paths
 from aiinfra.errors import AiinfraError
+from aiinfra.plan.cluster import ClusterPlan
 from aiinfra.render import render_all
 from aiinfra.render.writer import TreeDiff, diff_tree, write_tree
 from aiinfra.spec.cluster import Cluster
@@ -97,14 +98,14 @@ def code_root(project: Path) -> Path:
     return CHECKOUT
 
 
-def freshness(cluster: Cluster, root: Path) -> tuple[dict[str, str], TreeDiff]:
-    artifacts = render_all(cluster)
+def freshness(cluster: Cluster, plan: ClusterPlan, root: Path) -> tuple[dict[str, str], TreeDiff]:
+    artifacts = render_all(cluster, plan)
     return artifacts, diff_tree(paths.manifests_dir(cluster.env, root), artifacts)
 
 
-def ensure_fresh(cluster: Cluster, root: Path, render: bool) -> str:
+def ensure_fresh(cluster: Cluster, plan: ClusterPlan, root: Path, render: bool) -> str:
     """Render first (``render``) or refuse when manifests/<env>/ is stale. Returns what happened."""
-    artifacts, diff = freshness(cluster, root)
+    artifacts, diff = freshness(cluster, plan, root)
     if diff.clean:
         return "manifests up to date"
     if render:

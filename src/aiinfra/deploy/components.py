@@ -22,7 +22,11 @@ import pulumi
 import yaml
 
 from aiinfra.catalog.charts import chart
-from aiinfra.render.platform import COMPONENTS, VALUES_FILE, ComponentSpec
+from aiinfra.catalog.platform import COMPONENTS, ComponentSpec
+from aiinfra.deploy.serving_component import serving_components
+from aiinfra.plan.cluster import ClusterPlan
+from aiinfra.render import render_all
+from aiinfra.render.platform import VALUES_FILE
 from aiinfra.spec.cluster import Cluster
 
 PLATFORM_RENDERERS = ["k8s-namespaces", "k8s-platform"]
@@ -138,12 +142,10 @@ CLASSES: dict[str, type[PlatformComponent]] = {
 }
 
 
-def rendered_components(cluster: Cluster) -> dict[str, dict[str, str]]:
+def rendered_components(cluster: Cluster, plan: ClusterPlan) -> dict[str, dict[str, str]]:
     """Component folder -> {file: text}, from the render in memory."""
-    from aiinfra.render import render_all
-
     out: dict[str, dict[str, str]] = {}
-    for path, text in render_all(cluster, only=PLATFORM_RENDERERS).items():
+    for path, text in render_all(cluster, plan, only=PLATFORM_RENDERERS).items():
         parts = path.split("/", 2)
         if parts[0] == "k8s" and len(parts) == 3:
             out.setdefault(parts[1], {})[parts[2]] = text
@@ -179,10 +181,10 @@ def kubernetes_provider() -> pulumi.ProviderResource | None:
     return Provider("kubernetes", kubeconfig=kubeconfig)
 
 
-def build_components(cluster: Cluster) -> list[pulumi.ComponentResource]:
+def build_components(cluster: Cluster, plan: ClusterPlan) -> list[pulumi.ComponentResource]:
     """Every platform component (in dependency order), then the serving deployments if that layer
     is installed. Returns [] for a cluster without Kubernetes node groups."""
-    rendered = rendered_components(cluster)
+    rendered = rendered_components(cluster, plan)
     if not rendered:
         return []
     provider = kubernetes_provider()
@@ -195,10 +197,5 @@ def build_components(cluster: Cluster) -> list[pulumi.ComponentResource]:
         args.depends_on = [built[a] for a in spec.after if a in built]
         built[spec.name] = CLASSES[spec.type_token](spec.name, args, opts)
     components: list[pulumi.ComponentResource] = list(built.values())
-    try:
-        from aiinfra.deploy.serving_component import serving_components
-    except ImportError:
-        serving_components = None
-    if serving_components is not None:
-        components.extend(serving_components(cluster, dict(built), opts))
+    components.extend(serving_components(cluster, plan, dict(built), opts))
     return components

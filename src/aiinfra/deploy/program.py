@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import pulumi
 
+from aiinfra.deploy.components import build_components
 from aiinfra.errors import BlueprintError
+from aiinfra.pipeline import Built, build_data
 from aiinfra.render.summary import summary
-from aiinfra.spec.loader import Loaded, load_data
 
 
-def load_stack_config() -> Loaded:
+def load_stack_config() -> Built:
     env = pulumi.get_stack()
     raw = pulumi.Config("aiinfra").require_object("cluster")
     source = f"stacks/Pulumi.{env}.yaml"
     try:
-        return load_data(raw, source, env)
+        return build_data(raw, source, env)
     except BlueprintError as exc:
         raise pulumi.RunError("invalid blueprint:\n" + "\n".join(p.format(source) for p in exc.problems)) from None
 
@@ -27,13 +28,7 @@ def load_stack_config() -> Loaded:
 def main() -> None:
     loaded = load_stack_config()
     cluster = loaded.cluster
-    components = []
-    try:
-        from aiinfra.deploy.components import build_components
-    except ImportError:  # the platform layer is optional in a partial install
-        build_components = None
-    if build_components is not None:
-        components = build_components(cluster)
+    components = build_components(cluster, loaded.plan)
     data = summary(cluster)
     pulumi.export("environment", cluster.env)
     pulumi.export("totals", data["totals"])

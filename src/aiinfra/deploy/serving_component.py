@@ -1,7 +1,7 @@
 """Pulumi: one ``aiinfra:serving:VllmDeployment`` component per serving deployment.
 
-The Kubernetes objects are the rendered ones (``aiinfra.render.render_all(cluster,
-only=["k8s-serving"])``, parsed in memory, never read from manifests/), applied as one
+The Kubernetes objects are the rendered ones (:func:`aiinfra.render.serving.objects`: the same
+objects the files under ``k8s/serving/`` hold, taken as objects, never parsed back), applied as one
 ``kubernetes:yaml/v2:ConfigGroup`` child per deployment. The component waits for the platform
 pieces its objects need: the namespaces and the Lustre claim, the GPU Operator
 (``nvidia.com/gpu``) always, the Network Operator
@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
-import yaml
 
+from aiinfra.plan.cluster import ClusterPlan
+from aiinfra.render.serving import objects as serving_objects
 from aiinfra.spec.cluster import Cluster
 
 TYPE_TOKEN = "aiinfra:serving:VllmDeployment"
@@ -77,20 +78,6 @@ def _service_url(args: VllmDeploymentArgs) -> str:
     return ""
 
 
-def rendered_objects(cluster: Cluster) -> dict[str, list[dict[str, Any]]]:
-    """Deployment name -> its objects, parsed from the artifacts render_all produces in memory."""
-    from aiinfra.render import render_all
-
-    out: dict[str, list[dict[str, Any]]] = {}
-    for path, text in render_all(cluster, only=["k8s-serving"]).items():
-        parts = path.split("/")
-        if len(parts) != 4 or parts[:2] != ["k8s", "serving"] or parts[3] == "kustomization.yaml":
-            continue
-        docs = [d for d in yaml.safe_load_all(text) if isinstance(d, dict) and "kind" in d]
-        out.setdefault(parts[2], []).extend(docs)
-    return out
-
-
 def platform_dependencies(objects: list[dict[str, Any]],
                           platform: Mapping[str, pulumi.Resource]) -> tuple[list[str], list[str]]:
     """(platform names to wait for that exist, names needed but absent from ``platform``)."""
@@ -99,15 +86,13 @@ def platform_dependencies(objects: list[dict[str, Any]],
     return [n for n in needed if n in platform], [n for n in needed if n not in platform]
 
 
-def serving_components(cluster: Cluster, platform: Mapping[str, pulumi.Resource],
+def serving_components(cluster: Cluster, plan: ClusterPlan, platform: Mapping[str, pulumi.Resource],
                        opts: pulumi.ResourceOptions | None = None) -> list[VllmDeployment]:
     """One component per serving deployment of the cluster (Kubernetes node groups), each
     depending on the platform components (``platform``: name -> resource) its objects need."""
-    from aiinfra.render.serving import resolve
-
-    engines = {s.name: s.dep.engine for s in resolve(cluster)}
+    engines = {s.name: s.dep.engine for s in plan.deployments}
     out = []
-    for name, objects in sorted(rendered_objects(cluster).items()):
+    for name, objects in sorted(serving_objects(cluster, plan).items()):
         present, absent = platform_dependencies(objects, platform)
         if absent:
             pulumi.log.warn(f"serving '{name}': no platform component {absent} to wait for; its objects may be "

@@ -1,13 +1,15 @@
-"""The whole blueprint's plan: every training job and serving deployment, reliability and power.
+"""The whole environment's plan: every training job and serving deployment, reliability and power,
+and the workloads resolved from them (what each job and deployment runs).
 
 ``plan_blueprint`` maps a validated :class:`aiinfra.spec.models.Blueprint` onto planner requests;
 whatever cannot be planned becomes a :class:`aiinfra.errors.Problem` at the job's key path
-instead of an exception, so validation reports every problem at once.
+instead of an exception, so validation reports every problem at once. ``plan_cluster`` adds the
+resolved workloads; :mod:`aiinfra.pipeline` calls it once and hands the result forward.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ClusterShell.NodeSet import NodeSet
@@ -16,10 +18,14 @@ from aiinfra.catalog.gpus import gpu
 from aiinfra.errors import Level, Problem
 from aiinfra.plan.claims import ClaimCheck, check_quantized_fits_claim, check_training_days_claim
 from aiinfra.plan.common import PlanError
+from aiinfra.plan.deployments import ResolvedDeployment, resolve_deployments
+from aiinfra.plan.jobs import ResolvedJob, resolve_jobs
 from aiinfra.plan.power import NodePower, PowerPlan, plan_power
 from aiinfra.plan.reliability import ReliabilityPlan, plan_reliability
 from aiinfra.plan.serving import ServingPlan, plan_serving, serving_request_from_deployment
 from aiinfra.plan.training import TrainingPlan, plan_training, training_request_from_job
+from aiinfra.spec.cluster import Cluster
+from aiinfra.spec.models import Blueprint
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,9 @@ class ClusterPlan:
     power: PowerPlan | None = None
     problems: tuple[Problem, ...] = field(default=())
     claims: tuple[ClaimCheck, ...] = ()
+    #: what each planned job and deployment runs (layout, paths, NCCL, arguments), blueprint order
+    jobs: tuple[ResolvedJob, ...] = ()
+    deployments: tuple[ResolvedDeployment, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -45,7 +54,7 @@ class ClusterPlan:
         }
 
 
-def _group_gpus(bp: Any) -> dict[str, tuple[str | None, int, int]]:
+def _group_gpus(bp: Blueprint) -> dict[str, tuple[str | None, int, int]]:
     """node group name -> (GPU model, GPUs per node, nodes)."""
     out = {}
     for g in bp.node_groups:
@@ -55,7 +64,7 @@ def _group_gpus(bp: Any) -> dict[str, tuple[str | None, int, int]]:
     return out
 
 
-def plan_blueprint(bp: Any) -> ClusterPlan:
+def plan_blueprint(bp: Blueprint) -> ClusterPlan:
     """Plan every job and deployment of a blueprint; problems instead of exceptions."""
     groups = _group_gpus(bp)
     problems: list[Problem] = []
@@ -154,9 +163,9 @@ def plan_blueprint(bp: Any) -> ClusterPlan:
     return ClusterPlan(tuple(training), tuple(serving), power, tuple(problems), tuple(claims))
 
 
-def plan_cluster(cluster: Any) -> ClusterPlan:
-    """The plan of a built :class:`~aiinfra.spec.cluster.Cluster`, computed once and memoised on it,
-    so validation's preflight, ``aiinfra plan`` and every renderer read the same numbers."""
-    if "plan" not in cluster.cache:
-        cluster.cache["plan"] = plan_blueprint(cluster.blueprint)
-    return cluster.cache["plan"]
+def plan_cluster(cluster: Cluster) -> ClusterPlan:
+    """The plan of a built Cluster with its workloads resolved. Pure: the pipeline computes it once
+    and hands it to the checks, every renderer and the executors."""
+    base = plan_blueprint(cluster.blueprint)
+    return replace(base, jobs=resolve_jobs(cluster, base.training),
+                   deployments=resolve_deployments(cluster, base.serving))

@@ -1,8 +1,9 @@
-"""Render: pure functions Cluster -> artifacts ``{relative path: text}``.
+"""Render: pure functions (Cluster, Plan) -> artifacts ``{relative path: text}``.
 
 Each target registers a renderer with :func:`renderer`; :func:`render_all` runs them all and
-returns one sorted mapping. Renderers never read or write files other than templates, never talk
-to clusters, and give byte-identical output for the same cluster.
+returns one sorted mapping. Renderers only print: they never refuse user input (the checks stage
+did), never read or write files other than templates, never talk to clusters, and give
+byte-identical output for the same input.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from aiinfra.plan.cluster import ClusterPlan
 from aiinfra.spec.cluster import Cluster
 
 Artifacts = dict[str, str]
-RenderFn = Callable[[Cluster], Artifacts]
+RenderFn = Callable[[Cluster, ClusterPlan], Artifacts]
 
 
 @dataclass(frozen=True)
@@ -55,14 +57,14 @@ def registered() -> dict[str, Renderer]:
     return dict(_REGISTRY)
 
 
-def render_all(cluster: Cluster, only: list[str] | None = None) -> Artifacts:
+def render_all(cluster: Cluster, plan: ClusterPlan, only: list[str] | None = None) -> Artifacts:
     """Run every registered renderer (or those named in ``only``); paths must not collide."""
     out: Artifacts = {}
     owner: dict[str, str] = {}
     for name, r in sorted(registered().items()):
         if only is not None and name not in only:
             continue
-        for path, text in r.fn(cluster).items():
+        for path, text in r.fn(cluster, plan).items():
             if path in owner:
                 raise RuntimeError(f"renderers '{owner[path]}' and '{name}' both write {path}")
             if path.startswith("/") or ".." in path.split("/"):

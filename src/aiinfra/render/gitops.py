@@ -20,10 +20,11 @@ Rendered only when the blueprint names the repository (``kubernetes.gitops_repo`
 from __future__ import annotations
 
 from aiinfra.catalog.charts import chart
+from aiinfra.catalog.platform import COMPONENTS, ComponentSpec
 from aiinfra.render import Artifacts, finisher
 from aiinfra.render.k8s_hosts import chart_version
 from aiinfra.render.kubernetes import namespaces, uses_kubernetes
-from aiinfra.render.platform import COMPONENTS, VALUES_FILE, ComponentSpec
+from aiinfra.render.platform import VALUES_FILE
 from aiinfra.render.templates import dump_yaml_documents, render_template
 from aiinfra.spec.cluster import Cluster
 

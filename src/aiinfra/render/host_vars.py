@@ -19,6 +19,7 @@ import ipaddress
 from ClusterShell.NodeSet import NodeSet
 
 from aiinfra.catalog.links import LINK_RATES, link_rate
+from aiinfra.plan.cluster import ClusterPlan
 from aiinfra.render import Artifacts, renderer
 from aiinfra.render.templates import dump_yaml
 from aiinfra.spec.cluster import Cluster
@@ -91,7 +92,7 @@ def etc_hosts(cluster: Cluster) -> str:
 
 
 @renderer("host_vars", "Variables of the host roles (group_vars/all) and the cluster's /etc/hosts block")
-def render_host_vars(cluster: Cluster) -> Artifacts:
+def render_host_vars(cluster: Cluster, plan: ClusterPlan) -> Artifacts:
     group_vars = "ansible/group_vars/all"
     return {
         f"{group_vars}/fabric.yml": _header(cluster, "Fabric variables") + dump_yaml(fabric_vars(cluster)),

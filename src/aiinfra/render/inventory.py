@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from aiinfra.plan.cluster import ClusterPlan
 from aiinfra.render import Artifacts, renderer
 from aiinfra.render.templates import dump_yaml
 from aiinfra.spec.cluster import Cluster, Group, Host, ansible_name, su_name
@@ -108,7 +109,7 @@ def dynamic_list(model: InventoryModel) -> dict:
 
 
 @renderer("inventory", "Ansible inventory: groups per node group, role, scheduler and SU")
-def render_inventory(cluster: Cluster) -> Artifacts:
+def render_inventory(cluster: Cluster, plan: ClusterPlan) -> Artifacts:
     """A YAML inventory with one line per host (its variables as a JSON flow mapping, which YAML
     reads as is): fast to write for 16,384 hosts and a one-line diff when a host changes."""
     model = inventory_model(cluster)

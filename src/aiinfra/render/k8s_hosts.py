@@ -19,6 +19,7 @@ import json
 from aiinfra.catalog.charts import CNI_CHARTS, chart
 from aiinfra.catalog.versions import version_tuple
 from aiinfra.errors import BlueprintError, Problem
+from aiinfra.plan.cluster import ClusterPlan
 from aiinfra.render import Artifacts, renderer
 from aiinfra.render.k8s_topology import kubernetes_hosts, node_labels, node_taints
 from aiinfra.render.kubernetes import uses_kubernetes
@@ -34,16 +35,9 @@ def _header(cluster: Cluster, what: str) -> str:
     return f"# {what} of '{cluster.env}', rendered by aiinfra from {cluster.source}. Do not edit.\n"
 
 
-def chart_version(cluster: Cluster, key: str, path: tuple = ()) -> str:
-    """The pinned version of chart ``key``; a missing pin is a blueprint error naming the fix."""
-    version = cluster.blueprint.versions.charts.get(key)
-    if not version:
-        raise BlueprintError(cluster.source, [Problem(
-            path=("versions", "charts", key), id="missing-chart-version",
-            message=f"chart '{key}' is used{' by ' + '.'.join(map(str, path)) if path else ''} but its version "
-                    "is not pinned",
-            hint=f"add `{key}: <version>` under versions.charts ({chart(key).repository})")])
-    return version
+def chart_version(cluster: Cluster, key: str) -> str:
+    """The pinned version of chart ``key`` (:mod:`aiinfra.checks.platform` refuses a missing pin)."""
+    return cluster.blueprint.versions.charts[key]
 
 
 def kubernetes_version(cluster: Cluster) -> str:
@@ -168,7 +162,7 @@ def role_data(cluster: Cluster) -> dict:
             "name": k8s.cni,
             "chart": cni.reference,
             "repository": "" if cni.is_oci else cni.repository,
-            "version": chart_version(cluster, cni.key, ("kubernetes", "cni")),
+            "version": chart_version(cluster, cni.key),
             "release": cni.release,
             "namespace": cni.namespace,
         },
@@ -192,7 +186,7 @@ def nodes_yaml(cluster: Cluster) -> str:
 
 
 @renderer("k8s-hosts", "kubeadm configuration, node labels/taints and CNI values for the kubernetes role")
-def render_k8s_hosts(cluster: Cluster) -> Artifacts:
+def render_k8s_hosts(cluster: Cluster, plan: ClusterPlan) -> Artifacts:
     if not uses_kubernetes(cluster) or cluster.blueprint.kubernetes is None:
         return {}
     return {

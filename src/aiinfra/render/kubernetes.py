@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aiinfra.catalog.versions import version_tuple
+from aiinfra.plan.cluster import ClusterPlan
 from aiinfra.render import Artifacts, finisher, renderer
 from aiinfra.render.templates import dump_yaml_documents, render_template
 from aiinfra.spec.cluster import Cluster
@@ -89,7 +90,7 @@ def network_policies(namespace: Namespace) -> list[dict]:
 
 
 @renderer("k8s-namespaces", "Kubernetes namespaces with Pod Security labels, NetworkPolicies, kustomize root")
-def render_namespaces(cluster: Cluster) -> Artifacts:
+def render_namespaces(cluster: Cluster, plan: ClusterPlan) -> Artifacts:
     if not uses_kubernetes(cluster):
         return {}
     text = render_template("k8s/namespaces.yaml.j2", env=cluster.env, namespaces=namespaces(cluster),

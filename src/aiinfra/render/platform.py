@@ -24,20 +24,24 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ClusterShell.NodeSet import NodeSet
 
 from aiinfra.catalog.charts import (
-    CNI_CHARTS,
     NETWORK_OPERATOR_IMAGE_REPOSITORY,
     NETWORK_OPERATOR_IMAGES,
     chart,
     network_operator_image_tag,
 )
-from aiinfra.catalog.k8s_resources import GPU_RESOURCE, LUSTRE_PVC, RDMA_SHARED_DEVICE_RESOURCE
-from aiinfra.errors import Problem
+from aiinfra.catalog.k8s_resources import (
+    GPU_RESOURCE,
+    LUSTRE_PVC,
+    NODE_GROUP_LABEL,
+    RDMA_SHARED_DEVICE_RESOURCE,
+)
+from aiinfra.catalog.platform import COMPONENTS, ComponentSpec, component_spec
+from aiinfra.plan.cluster import ClusterPlan
 from aiinfra.render import Artifacts, renderer
 from aiinfra.render.k8s_hosts import chart_version
 from aiinfra.render.k8s_topology import (
@@ -49,45 +53,10 @@ from aiinfra.render.k8s_topology import (
 )
 from aiinfra.render.kubernetes import WORKLOAD_NAMESPACES, component, uses_kubernetes
 from aiinfra.render.templates import dump_yaml, dump_yaml_documents
-from aiinfra.spec.checks import validator
 from aiinfra.spec.cluster import Cluster, Group
 
 MANAGED = {"app.kubernetes.io/managed-by": "aiinfra", "app.kubernetes.io/part-of": "aiinfra-platform"}
 GPU_TOLERATION = {"key": GPU_TAINT["key"], "operator": "Exists", "effect": GPU_TAINT["effect"]}
-
-
-@dataclass(frozen=True)
-class ComponentSpec:
-    name: str  # folder under k8s/, Argo CD Application, Pulumi component
-    type_token: str  # Pulumi type
-    namespace: str
-    chart: str | None  # key of versions.charts (None: plain objects)
-    after: tuple[str, ...]  # components whose CRDs, webhooks or namespaces this one needs
-    description: str
-
-
-COMPONENTS: tuple[ComponentSpec, ...] = (
-    ComponentSpec("namespaces", "aiinfra:k8s:Namespaces", "default", None, (),
-                  "namespaces with Pod Security labels; default-deny NetworkPolicies in workload namespaces"),
-    ComponentSpec("monitoring", "aiinfra:k8s:Monitoring", "monitoring", "kube-prometheus-stack", ("namespaces",),
-                  "Prometheus, Alertmanager, Grafana; DCGM exporter ServiceMonitor; GPU Xid/ECC/thermal alerts"),
-    ComponentSpec("gpu-operator", "aiinfra:k8s:GpuOperator", "gpu-operator", "gpu-operator",
-                  ("namespaces", "monitoring"), "NVIDIA GPU Operator: device plugin, DCGM exporter, MIG, toolkit"),
-    ComponentSpec("network-operator", "aiinfra:k8s:NetworkOperator", "network-operator", "network-operator",
-                  ("namespaces",), "NVIDIA Network Operator: RDMA device plugin, Multus, IPoIB/host-device networks"),
-    ComponentSpec("lustre", "aiinfra:k8s:LustreStorage", "default", None, ("namespaces",),
-                  "Lustre PersistentVolumes and claims in every workload namespace"),
-    ComponentSpec("lws", "aiinfra:k8s:LeaderWorkerSet", "lws-system", "lws", ("namespaces",),
-                  "LeaderWorkerSet controller (multi-node serving)"),
-    ComponentSpec("kueue", "aiinfra:k8s:Kueue", "kueue-system", "kueue", ("namespaces", "monitoring", "lws"),
-                  "Kueue: GPU flavors, quotas, fabric topology for topology-aware placement"),
-    ComponentSpec("keda", "aiinfra:k8s:Keda", "keda", "keda", ("namespaces",),
-                  "KEDA: event-driven autoscaling of serving deployments"),
-)
-
-
-def component_spec(name: str) -> ComponentSpec:
-    return next(c for c in COMPONENTS if c.name == name)
 
 
 def _header(cluster: Cluster, what: str) -> str:
@@ -119,8 +88,6 @@ def _gpu_groups(cluster: Cluster) -> list[Group]:
 
 
 def _node_in_groups(groups: list[Group]) -> dict:
-    from aiinfra.catalog.k8s_resources import NODE_GROUP_LABEL
-
     return {"nodeSelectorTerms": [{"matchExpressions": [
         {"key": NODE_GROUP_LABEL, "operator": "In", "values": sorted(g.name for g in groups)}]}]}
 
@@ -585,7 +552,7 @@ VALUES_FILE = "values.yaml"
 
 
 @renderer("k8s-platform", "Kubernetes platform components: GPU/Network Operator, Lustre, Kueue, LWS, monitoring")
-def render_platform(cluster: Cluster) -> Artifacts:
+def render_platform(cluster: Cluster, plan: ClusterPlan) -> Artifacts:
     if not uses_kubernetes(cluster) or cluster.blueprint.kubernetes is None:
         return {}
     out: Artifacts = {}
@@ -597,20 +564,3 @@ def render_platform(cluster: Cluster) -> Artifacts:
         if files:
             out.update(component(spec.name, files, cluster.env, values=[VALUES_FILE]))
     return out
-
-
-
-@validator("cluster")
-def charts_pinned(cluster: Cluster) -> Iterator[Problem]:
-    """Every chart the platform (and the CNI) will install has its version pinned: `validate`
-    refuses what `render` could not write."""
-    if not uses_kubernetes(cluster) or cluster.blueprint.kubernetes is None:
-        return
-    wanted = [(c.chart, ()) for c in COMPONENTS if c.chart]
-    wanted.append((chart(CNI_CHARTS[cluster.blueprint.kubernetes.cni]).key, ("kubernetes", "cni")))
-    for key, used_by in wanted:
-        if not cluster.blueprint.versions.charts.get(key):
-            yield Problem(("versions", "charts", key), "missing-chart-version",
-                          f"chart '{key}' is used{' by ' + '.'.join(map(str, used_by)) if used_by else ''} but its "
-                          "version is not pinned", hint=f"add `{key}: <version>` under versions.charts "
-                                                         f"({chart(key).repository})")

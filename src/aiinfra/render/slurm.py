@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from aiinfra.catalog.gpus import GpuModel
 from aiinfra.catalog.links import link_rate
 from aiinfra.catalog.versions import version_tuple
+from aiinfra.plan.cluster import ClusterPlan
 from aiinfra.render import Artifacts, renderer
 from aiinfra.render.templates import dump_yaml, fold, render_template
 from aiinfra.spec.cluster import Cluster, Group, su_name
@@ -310,7 +311,7 @@ def accounting(model: SlurmModel) -> dict:
 
 
 @renderer("slurm", "Slurm: slurm.conf, gres.conf, topology.conf, cgroup.conf, slurmdbd.conf, plugstack, QoS")
-def render_slurm(cluster: Cluster) -> Artifacts:
+def render_slurm(cluster: Cluster, plan: ClusterPlan) -> Artifacts:
     if cluster.blueprint.slurm is None or not cluster.groups_for_scheduler("slurm"):
         return {}
     model = slurm_model(cluster)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from aiinfra.plan.cluster import ClusterPlan
 from aiinfra.render import Artifacts, renderer
 from aiinfra.render.templates import dump_json, fold
 from aiinfra.spec.cluster import Cluster, su_name
@@ -80,5 +81,5 @@ def summary(cluster: Cluster) -> dict:
 
 
 @renderer("summary", "cluster.json: totals, groups, fabric, storage, versions")
-def render_summary(cluster: Cluster) -> Artifacts:
+def render_summary(cluster: Cluster, plan: ClusterPlan) -> Artifacts:
     return {"cluster.json": dump_json(summary(cluster))}

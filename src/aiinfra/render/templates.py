@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from functools import cache
 from pathlib import Path
 
@@ -43,7 +44,16 @@ def environment(root: Path | None = None) -> jinja2.Environment:
     env.filters["to_yaml"] = to_yaml
     env.filters["to_json"] = lambda v: json.dumps(v, sort_keys=True)
     env.filters["fold"] = fold
+    env.filters["q"] = shell_quote
     return env
+
+
+def shell_quote(value: object) -> str:
+    """A shell word; values with '=' or '^' quoted too (NCCL_IB_HCA='=mlx5_0:1,...' reads better).
+    The one quoting function of every rendered script (batch scripts, pod commands)."""
+    text = str(value)
+    quoted = shlex.quote(text)
+    return f"'{text}'" if quoted == text and any(c in text for c in "=^") else quoted
 
 
 def render_template(name: str, **context: object) -> str:

@@ -1,6 +1,6 @@
 """The validated, derived cluster: what every planner and renderer reads.
 
-Built once from a Blueprint that passed :mod:`aiinfra.spec.checks`. Hosts are expanded from the
+Built once (by :mod:`aiinfra.pipeline`) from a Blueprint that passed the ``blueprint`` checks. Hosts are expanded from the
 hostlists, each gets its addresses and (GPU nodes) its SU, leaves and IPoIB addresses per rail.
 """
 
@@ -89,7 +89,6 @@ class Cluster:
     groups: dict[str, Group]
     hosts: dict[str, Host] = field(default_factory=dict)
     fabric: FabricSummary | None = None
-    cache: dict = field(default_factory=dict, repr=False, compare=False)  # later stages memoise here
 
     @property
     def name(self) -> str:
@@ -138,7 +137,7 @@ def expand_groups(bp: Blueprint) -> dict[str, tuple[str, ...]]:
 
 
 def build_cluster(env: str, source: str, bp: Blueprint, expanded: dict[str, tuple[str, ...]]) -> Cluster:
-    """Derive hosts, addresses and fabric. Assumes :func:`aiinfra.spec.checks.check` found no error."""
+    """Derive hosts, addresses and fabric. Assumes the ``blueprint`` checks (:mod:`aiinfra.checks.blueprint`) found no error."""
     groups = {g.name: Group(g, bp.node_types[g.type], expanded[g.name]) for g in bp.node_groups}
     nets = bp.networks
     sizes = {name: len(hosts) for name, hosts in expanded.items()}

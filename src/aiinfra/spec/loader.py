@@ -1,8 +1,9 @@
-"""Load a blueprint file: YAML -> typed Blueprint -> validators -> Cluster.
+"""Read a blueprint: file -> YAML (with the line of every key) -> typed Blueprint.
 
-Every problem, from an unreadable file to a job that cannot fit, comes back as a
-:class:`~aiinfra.errors.Problem` with the key path (and line) inside the file; all problems of a
-stage are reported together. No user mistake escapes as a traceback.
+Every problem, from an unreadable file to a key of the wrong type, comes back as a
+:class:`~aiinfra.errors.Problem` with the key path (and line) inside the file; all problems are
+reported together. No user mistake escapes as a traceback. The stages after this one (checks,
+the Cluster, the plan) are composed by :mod:`aiinfra.pipeline`.
 """
 
 from __future__ import annotations
@@ -17,17 +18,19 @@ from pydantic import BaseModel, ValidationError
 
 from aiinfra.catalog.names import suggest
 from aiinfra.errors import ROOT_KEY, BlueprintError, Level, Problem
-from aiinfra.spec import checks
-from aiinfra.spec.cluster import Cluster, build_cluster, expand_groups
 from aiinfra.spec.models import Blueprint
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-@dataclass
-class Loaded:
-    cluster: Cluster
-    warnings: list[Problem]
+@dataclass(frozen=True)
+class Source:
+    """A blueprint as read: the value of ``aiinfra:cluster``, where it came from, its key lines."""
+
+    raw: object
+    file: str
+    env: str
+    lines: dict[tuple, int]
 
 
 def env_from_path(path: Path) -> str:
@@ -39,8 +42,8 @@ def env_from_path(path: Path) -> str:
     return name.removeprefix("Pulumi.")
 
 
-def load_file(path: Path, display: str | None = None) -> Loaded:
-    """Read, validate and build the cluster of one blueprint file, or raise BlueprintError."""
+def read_file(path: Path, display: str | None = None) -> Source:
+    """Read one blueprint file, or raise BlueprintError."""
     shown = display or str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -48,40 +51,31 @@ def load_file(path: Path, display: str | None = None) -> Loaded:
         raise BlueprintError(shown, [Problem((), "unreadable-file", "file not found")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise BlueprintError(shown, [Problem((), "unreadable-file", f"cannot read: {exc}")]) from None
-    return load_text(text, shown, env_from_path(path))
+    return read_text(text, shown, env_from_path(path))
 
 
-def load_text(text: str, file: str, env: str) -> Loaded:
+def read_text(text: str, file: str, env: str) -> Source:
     document, lines, problems = _parse_yaml(text)
     if problems:
         raise BlueprintError(file, problems)
     raw = _cluster_section(document)
     if isinstance(raw, Problem):
         raise BlueprintError(file, [raw])
-    return load_data(raw, file, env, lines)
+    return Source(raw, file, env, lines)
 
 
-def load_data(raw: object, file: str, env: str, lines: dict[tuple, int] | None = None) -> Loaded:
-    """Validate the value of ``aiinfra:cluster`` already parsed (e.g. from Pulumi's stack config)."""
-    lines = lines or {}
+def to_blueprint(source: Source) -> Blueprint:
+    """The typed Blueprint of a source (types, units, unknown keys), or raise BlueprintError."""
     try:
-        bp = Blueprint.model_validate(raw)
+        return Blueprint.model_validate(source.raw)
     except ValidationError as exc:
-        raise BlueprintError(file, _with_lines(_from_pydantic(exc), lines)) from None
-
-    view = checks.BlueprintView(bp, expand_groups(bp))
-    found = checks.apply_silence(bp.silence, checks.run("blueprint", view))
-    _raise_errors(file, found, lines)
-
-    cluster = build_cluster(env, file, bp, view.hosts)
-    found += checks.apply_silence(bp.silence, checks.run("cluster", cluster))
-    _raise_errors(file, found, lines)
-    return Loaded(cluster, _with_lines(found, lines))
+        raise BlueprintError(source.file, with_lines(_from_pydantic(exc), source.lines)) from None
 
 
-def _raise_errors(file: str, found: list[Problem], lines: dict[tuple, int]) -> None:
+def raise_errors(source: Source, found: list[Problem]) -> None:
+    """Raise BlueprintError with every problem (errors first) if any of ``found`` is an error."""
     if any(p.level is Level.ERROR for p in found):
-        raise BlueprintError(file, _with_lines(sorted(found, key=_order), lines))
+        raise BlueprintError(source.file, with_lines(sorted(found, key=_order), source.lines))
 
 
 def _order(p: Problem) -> tuple:
@@ -138,7 +132,7 @@ def _relative(path: tuple) -> tuple | None:
     return None
 
 
-def _with_lines(problems: list[Problem], lines: dict[tuple, int]) -> list[Problem]:
+def with_lines(problems: list[Problem], lines: dict[tuple, int]) -> list[Problem]:
     out = []
     for p in problems:
         if p.line is not None:

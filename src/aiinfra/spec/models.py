@@ -1,7 +1,7 @@
 """The blueprint's shape: pydantic models of ``aiinfra:cluster``.
 
 These models check types, units, allowed values and unknown keys. Relations between parts
-(references, overlaps, topology fit) are checked in :mod:`aiinfra.spec.checks`; derived facts
+(references, overlaps, topology fit) are checked in :mod:`aiinfra.checks`; derived facts
 (hosts, addresses, fabric) are built in :mod:`aiinfra.spec.cluster`.
 Every field has a description: ``aiinfra schema`` publishes them for editors.
 """

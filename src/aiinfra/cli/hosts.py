@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from aiinfra import paths
-from aiinfra.spec.loader import Loaded
+from aiinfra.pipeline import Built
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -46,7 +46,7 @@ def host_table(hosts: dict, title: str = "hosts") -> Table:
     return table
 
 
-def register(app: typer.Typer, load: Callable[[str | None, Path | None], Loaded]) -> None:
+def register(app: typer.Typer, load: Callable[[str | None, Path | None], Built]) -> None:
     hosts_app = typer.Typer(help="Configure hosts with Ansible from the rendered inventory.", no_args_is_help=True)
     app.add_typer(hosts_app, name="hosts")
 
@@ -69,7 +69,7 @@ def register(app: typer.Typer, load: Callable[[str | None, Path | None], Loaded]
         loaded = load(stack, None)
         cluster = loaded.cluster
         root = paths.project_root()
-        note = ensure_fresh(cluster, root, render)
+        note = ensure_fresh(cluster, loaded.plan, root, render)
         out.print(f"{cluster.env}: {note}", highlight=False)
 
         live = Live(Text("starting ansible-runner ..."), console=out, refresh_per_second=4, transient=True)

@@ -1,4 +1,4 @@
-"""``aiinfra fabric check``: the nccl-tests gate before nodes join a partition (:mod:`aiinfra.acceptance`).
+"""``aiinfra fabric check``: the nccl-tests gate before nodes join a partition (:mod:`aiinfra.deploy.acceptance`).
 
 Mounted by :func:`aiinfra.cli._mount_optional` through :func:`register`.
 """
@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from aiinfra.errors import UsageError
-from aiinfra.spec.loader import Loaded
+from aiinfra.pipeline import Built
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -25,7 +25,7 @@ def _bw(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def register(app: typer.Typer, load: Callable[[str | None, Path | None], Loaded]) -> None:
+def register(app: typer.Typer, load: Callable[[str | None, Path | None], Built]) -> None:
     fabric_app = typer.Typer(help="Fabric acceptance: nccl-tests results against the catalog.", no_args_is_help=True)
     app.add_typer(fabric_app, name="fabric")
 
@@ -36,7 +36,8 @@ def register(app: typer.Typer, load: Callable[[str | None, Path | None], Loaded]
         json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     ) -> None:
         """Pass/fail per node from nccl-tests output; exit 1 when a node fails. Prints the resume command."""
-        from aiinfra.acceptance import TESTS, drain_command, gate, read_results, resume_command
+        from aiinfra.deploy.acceptance import drain_command, gate, read_results, resume_command
+        from aiinfra.plan.acceptance import TESTS
 
         missing = [str(p) for p in results if not p.exists()]
         if missing:

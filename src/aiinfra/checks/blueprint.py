@@ -1,76 +1,22 @@
-"""Validators: relations between parts of a blueprint that its types cannot express.
-
-Each validator is a function registered with :func:`validator`; it yields Problems with a
-stable id (docs/validation.md lists them). Two phases:
-
-- ``blueprint`` validators see the parsed Blueprint and the expanded hostlists; they guard
-  everything :func:`aiinfra.spec.cluster.build_cluster` relies on.
-- ``cluster`` validators see the built Cluster (addresses, fabric): the planner's preflight lives
-  there.
-
-All validators of a phase run, so the user gets every problem at once.
-"""
+"""``blueprint``-phase validators: relations between parts of a blueprint that its types cannot
+express. They see the parsed Blueprint and the expanded hostlists, and guard everything
+:func:`aiinfra.spec.cluster.build_cluster` relies on."""
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 
 from ClusterShell.NodeSet import NodeSet
 
 from aiinfra.catalog.gpus import GPU_ALIASES, GPUS
 from aiinfra.catalog.links import LINK_RATES, link_rate
 from aiinfra.catalog.names import suggest
-from aiinfra.catalog.versions import check_versions
-from aiinfra.errors import Level, Problem
+from aiinfra.catalog.versions import check_versions, version_tuple
+from aiinfra.checks.registry import BlueprintView, error, validator, warning
+from aiinfra.errors import Problem
 from aiinfra.spec import addressing
 from aiinfra.spec.models import Blueprint
-
-
-@dataclass
-class BlueprintView:
-    bp: Blueprint
-    hosts: dict[str, tuple[str, ...]]  # node group -> expanded hosts
-
-
-Validator = Callable[..., Iterable[Problem]]
-_VALIDATORS: dict[str, list[Validator]] = {"blueprint": [], "cluster": []}
-
-
-def validator(phase: str = "blueprint") -> Callable[[Validator], Validator]:
-    def register(fn: Validator) -> Validator:
-        _VALIDATORS[phase].append(fn)
-        return fn
-
-    return register
-
-
-def run(phase: str, subject: object) -> list[Problem]:
-    _load_plugins()
-    problems: list[Problem] = []
-    for fn in _VALIDATORS[phase]:
-        problems.extend(fn(subject))
-    return problems
-
-
-def _load_plugins() -> None:
-    """Later stages register validators of their own (the planner's preflight, renderers' checks of
-    what they need): validation refuses what plan or render could not do."""
-    import aiinfra.plan.preflight  # noqa: F401
-    import aiinfra.plan.serving_preflight  # noqa: F401
-    from aiinfra.render import registered
-
-    registered()  # imports every render target module, registering its validators
-
-
-def error(path: tuple, id: str, message: str, hint: str = "") -> Problem:
-    return Problem(path=path, id=id, message=message, hint=hint)
-
-
-def warning(path: tuple, id: str, message: str, hint: str = "") -> Problem:
-    return Problem(path=path, id=id, message=message, level=Level.WARNING, hint=hint)
-
 
 # ------------------------------------------------------------------ names and references
 
@@ -365,48 +311,8 @@ def versions_compatible(v: BlueprintView) -> Iterator[Problem]:
         if versions.get(key) is None:
             continue
         try:
-            from aiinfra.catalog.versions import version_tuple
-
             version_tuple(versions[key])
         except ValueError as exc:
             yield error(("versions", key), "bad-version", str(exc))
 
 
-# ------------------------------------------------------------------ silencing
-
-
-KNOWN_WARNINGS = {
-    "rails-without-gpus", "fabric-oversubscribed", "fabric-partial-su", "fabric-su-split", "gpu-nodes-unscheduled",
-    "plan-serving-capacity", "plan-power-budget", "train-checkpoint-outside-lustre",
-}
-
-
-def apply_silence(bp_silence: list[str], problems: list[Problem]) -> list[Problem]:
-    """Drop silenced warnings; report silencing of an error or of an unknown id."""
-    error_ids = {p.id for p in problems if p.level is Level.ERROR}
-    out = [p for p in problems if not (p.level is Level.WARNING and p.id in bp_silence)]
-    for i, sid in enumerate(bp_silence):
-        if sid in error_ids or (sid not in KNOWN_WARNINGS and sid in _ALL_ERROR_IDS):
-            out.append(error(("silence", i), "cannot-silence-error", f"'{sid}' is an error and cannot be silenced",
-                             "fix the blueprint instead"))
-        elif sid not in KNOWN_WARNINGS:
-            out.append(warning(("silence", i), "unknown-warning-id",
-                               f"'{sid}' is not a warning id{suggest(sid, sorted(KNOWN_WARNINGS))}"))
-    return out
-
-
-_ALL_ERROR_IDS = {
-    "duplicate-name", "undefined-node-type", "unknown-gpu-model", "unknown-link-rate", "host-two-schedulers",
-    "duplicate-host", "undefined-host", "address-overlap", "cidr-too-small", "cidr-overlap", "missing-fabric",
-    "rails-mismatch", "fabric-too-large", "missing-section", "missing-role", "missing-version",
-    "undefined-node-group", "wrong-scheduler", "several-defaults", "undefined-qos", "no-gpus", "too-many-nodes",
-    "conflicting-keys", "missing-key", "undefined-image", "driver-too-old-for-cuda", "unknown-cuda-version",
-    "nccl-too-old", "bad-version", "kernel-not-for-os", "unknown-doca-version", "doca-unsupported-os",
-    "unknown-lustre-version", "lustre-unsupported-kernel", "lustre-unsupported-ofed",
-    "unknown-key", "wrong-type", "invalid-value",
-    "missing-chart-version",
-    "plan-training", "plan-serving", "plan-unknown-name", "plan-no-gpus", "plan-too-many-nodes", "plan-claim",
-    "train-image-missing", "train-path-unset", "train-checkpoint-interval", "train-checkpoint-not-mounted",
-    "train-no-partition", "train-deepspeed-layout", "train-deepspeed-fp8", "train-offload-needs-deepspeed",
-    "train-extra-arg-conflict", "train-uneven-pipeline-vpp",
-}

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from aiinfra import paths
 from aiinfra.errors import AiinfraError, BlueprintError, Level, Problem, UsageError
-from aiinfra.spec.loader import Loaded, load_file
+from aiinfra.pipeline import Built, build_file
 
 app = typer.Typer(
     name="aiinfra",
@@ -63,9 +63,10 @@ def resolve(stack: str | None, file: Path | None) -> tuple[Path, str]:
     return path, str(path.relative_to(root))
 
 
-def load(stack: str | None, file: Path | None) -> Loaded:
+def load(stack: str | None, file: Path | None) -> Built:
+    """The environment through the pipeline: Cluster, Plan and warnings, or a BlueprintError."""
     path, shown = resolve(stack, file)
-    return load_file(path, shown)
+    return build_file(path, shown)
 
 
 def print_problems(file: str, problems: list[Problem]) -> None:
@@ -82,7 +83,7 @@ def validate(stack: StackOpt = None, file: FileOpt = None, json_out: JsonOpt = F
     """Check a blueprint: types, units, references, networks, fabric, versions, workload preflight."""
     path, shown = resolve(stack, file)
     try:
-        loaded = load_file(path, shown)
+        loaded = build_file(path, shown)
     except BlueprintError as exc:
         if json_out:
             out.print_json(data={"ok": False, "file": shown, "problems": [p.to_dict(shown) for p in exc.problems]})
@@ -183,7 +184,7 @@ def render(
 
     loaded = load(stack, None)
     cluster = loaded.cluster
-    artifacts = render_all(cluster)
+    artifacts = render_all(cluster, loaded.plan)
     target = paths.manifests_dir(cluster.env)
     if check:
         d = diff_tree(target, artifacts)
@@ -229,23 +230,14 @@ def inventory(
 
 
 # Each layer adds its commands with ``register(app, load)`` in a module of its own.
-COMMAND_MODULES = ("aiinfra.cli_plan", "aiinfra.cli_hosts", "aiinfra.cli_fabric", "aiinfra.cli_k8s")
+def _mount_layers() -> None:
+    from aiinfra.cli import fabric, hosts, plan
 
-
-def _mount_optional() -> None:
-    import importlib
-
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
+    for module in (plan, hosts, fabric):
         module.register(app, load)
 
 
-_mount_optional()
+_mount_layers()
 
 
 def main() -> None:

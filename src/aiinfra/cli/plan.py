@@ -21,7 +21,7 @@ from rich.table import Table
 
 from aiinfra.catalog.gpus import gpu
 from aiinfra.catalog.models import LlmArchitecture, custom_architecture, model
-from aiinfra.plan.cluster import ClusterPlan, plan_cluster
+from aiinfra.plan.cluster import ClusterPlan
 from aiinfra.plan.common import DAY_S, GB, GIB, PlanError
 from aiinfra.plan.power import PowerPlan
 from aiinfra.plan.reliability import ReliabilityPlan, plan_reliability
@@ -441,7 +441,7 @@ def register(app: typer.Typer, load: Callable[[str | None, Path | None], Any]) -
         # warnings come back with the blueprint's `silence:` applied.
         loaded = load(stack, file)
         cluster = loaded.cluster
-        result = plan_cluster(cluster)
+        result = loaded.plan
         if as_json:
             _emit_json(result.to_dict())
         else:

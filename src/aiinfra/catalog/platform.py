@@ -1,0 +1,42 @@
+"""The Kubernetes platform aiinfra installs: its components, in order, with the chart each one is
+(key of ``versions.charts``, repository in :mod:`aiinfra.catalog.charts`). The one list that the
+renderer (folders under ``k8s/``), Argo CD (one Application each), Pulumi (one ComponentResource
+each) and the checks (every chart pinned) walk."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    name: str  # folder under k8s/, Argo CD Application, Pulumi component
+    type_token: str  # Pulumi type
+    namespace: str
+    chart: str | None  # key of versions.charts (None: plain objects)
+    after: tuple[str, ...]  # components whose CRDs, webhooks or namespaces this one needs
+    description: str
+
+
+COMPONENTS: tuple[ComponentSpec, ...] = (
+    ComponentSpec("namespaces", "aiinfra:k8s:Namespaces", "default", None, (),
+                  "namespaces with Pod Security labels; default-deny NetworkPolicies in workload namespaces"),
+    ComponentSpec("monitoring", "aiinfra:k8s:Monitoring", "monitoring", "kube-prometheus-stack", ("namespaces",),
+                  "Prometheus, Alertmanager, Grafana; DCGM exporter ServiceMonitor; GPU Xid/ECC/thermal alerts"),
+    ComponentSpec("gpu-operator", "aiinfra:k8s:GpuOperator", "gpu-operator", "gpu-operator",
+                  ("namespaces", "monitoring"), "NVIDIA GPU Operator: device plugin, DCGM exporter, MIG, toolkit"),
+    ComponentSpec("network-operator", "aiinfra:k8s:NetworkOperator", "network-operator", "network-operator",
+                  ("namespaces",), "NVIDIA Network Operator: RDMA device plugin, Multus, IPoIB/host-device networks"),
+    ComponentSpec("lustre", "aiinfra:k8s:LustreStorage", "default", None, ("namespaces",),
+                  "Lustre PersistentVolumes and claims in every workload namespace"),
+    ComponentSpec("lws", "aiinfra:k8s:LeaderWorkerSet", "lws-system", "lws", ("namespaces",),
+                  "LeaderWorkerSet controller (multi-node serving)"),
+    ComponentSpec("kueue", "aiinfra:k8s:Kueue", "kueue-system", "kueue", ("namespaces", "monitoring", "lws"),
+                  "Kueue: GPU flavors, quotas, fabric topology for topology-aware placement"),
+    ComponentSpec("keda", "aiinfra:k8s:Keda", "keda", "keda", ("namespaces",),
+                  "KEDA: event-driven autoscaling of serving deployments"),
+)
+
+
+def component_spec(name: str) -> ComponentSpec:
+    return next(c for c in COMPONENTS if c.name == name)

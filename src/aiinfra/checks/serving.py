@@ -1,0 +1,208 @@
+"""Serving preflight beyond the planner's arithmetic (``cluster`` phase): the pinned engine version
+has every flag a deployment needs, multi-node replicas take whole nodes inside one SU, the
+checkpoint can be read (and staged), and all replicas fit their node group. It reads the
+deployments as the plan resolved them (:mod:`aiinfra.plan.deployments`), so what is checked is
+exactly what is rendered."""
+
+from __future__ import annotations
+
+from aiinfra.catalog import engines as eng
+from aiinfra.checks.registry import validator
+from aiinfra.errors import Problem
+from aiinfra.plan.cluster import ClusterPlan
+from aiinfra.plan.deployments import (
+    STAGING_HEADROOM,
+    ResolvedDeployment,
+    trtllm_serve_args,
+    vllm_args,
+    vllm_worker_args,
+)
+from aiinfra.spec.cluster import Cluster
+from aiinfra.spec.models import ServingDeployment
+
+SERVING_ERRORS = {"serving-engine-version", "serving-engine-flag", "serving-layout", "serving-weights",
+                  "serving-over-capacity", "serving-autoscaling"}
+
+
+
+def _err(s: ResolvedDeployment, key: tuple, id: str, message: str, hint: str = "") -> Problem:
+    return Problem(s.path + key, id, message, hint=hint)
+
+
+@validator("cluster")
+def check_serving(cluster: Cluster, plan: ClusterPlan) -> list[Problem]:
+    """Problems a planned deployment still has: engine version and flags, multi-node layout,
+    weights, node-group capacity, autoscaling."""
+    specs = list(plan.deployments)
+    problems: list[Problem] = []
+    for s in specs:
+        problems += _check_engine(cluster, s)
+        problems += _check_layout(s)
+        problems += _check_weights(cluster, s)
+        problems += _check_autoscaling(s)
+    problems += _check_capacity(cluster, specs)
+    return problems
+
+
+def _check_engine(cluster: Cluster, s: ResolvedDeployment) -> list[Problem]:
+    e, d = s.engine, s.dep
+    if not s.image:
+        if d.image is not None:
+            return []  # undefined-image is reported by the blueprint checks
+        return [_err(s, ("engine",), "serving-engine-version",
+                     f"no {e.title} image is pinned: versions.images has no '{s.image_key}' key",
+                     f"add versions.images.{s.image_key}: <repository>:<version tag>, or set image:")]
+    if s.version is None or not e.knows(s.version):
+        known = f"{e.oldest} to {e.newest_minor}.x"
+        what = "has no version tag" if s.version is None else f"is {e.title} {eng.format_version(s.version)}"
+        return [_err(s, ("image",), "serving-engine-version",
+                     f"image {s.image} {what}; the flag table of aiinfra.catalog.engines knows {known}",
+                     f"pin a tagged {e.title} image in {known}, or add the version's flags to the catalog")]
+    out = []
+    version = s.version
+    args = vllm_args(s) + (vllm_worker_args(s) if s.multi_node and d.distributed_backend == "mp" else []) \
+        if e.name == "vllm" else trtllm_serve_args(s)
+    lacking: dict[tuple, list[tuple[str, eng.FlagSpan | None]]] = {}
+    seen: set[str] = set()
+    for a in args:
+        for name in (a.flag, a.feature):
+            if name is None or name in seen:
+                continue
+            seen.add(name)
+            lacking.setdefault(a.key or ("image",), []).extend(eng.missing(e, version, [name]))
+    for key, flags in lacking.items():
+        if not flags:
+            continue
+        names = ", ".join(f for f, _ in flags)
+        spans = "; ".join(f"{f}: {span.describe()}" if span else f"{f}: unknown to the catalog" for f, span in flags)
+        what = "feature" if all(f in e.features for f, _ in flags) else "flags" if len(flags) > 1 else "flag"
+        out.append(_err(s, key, "serving-engine-flag",
+                        f"{e.title} {eng.format_version(version)} (image {s.image}) lacks the {what} {names} "
+                        f"this deployment needs ({spans})", _flag_hint(d, flags[0][0])))
+    if e.name == "tensorrt-llm" and d.quantization not in eng.TRTLLM_QFORMAT:
+        out.append(_err(s, ("quantization",), "serving-engine-flag",
+                        f"the TensorRT-LLM engine build renders quantize.py formats {sorted(eng.TRTLLM_QFORMAT)}; "
+                        f"{d.quantization} is not one of them", "use engine: vllm for GPTQ checkpoints"))
+    if e.name == "tensorrt-llm" and d.speculative is not None:
+        out.append(_err(s, ("speculative",), "serving-engine-flag",
+                        "draft-model speculation is not rendered for TensorRT-LLM (its engine needs a "
+                        "draft-target build)", "remove speculative, or use engine: vllm"))
+    return out
+
+
+def _flag_hint(d: ServingDeployment, flag: str) -> str:
+    if flag in ("--nnodes", "--node-rank", "--master-addr", "--master-port", "--headless"):
+        return "pin vLLM >= 0.11.1 for multi-node without Ray, or set distributed_backend: ray"
+    if flag == "draft-model-speculation":
+        return "pin a vLLM release before 0.11.0 (V0 engine) for a draft model, or remove speculative"
+    if flag in ("--speculative-config", "--speculative-model", "--num-speculative-tokens"):
+        return "pin a vLLM release that has this form of the speculative flags"
+    return "pin an engine version that has it, or change the key that needs it"
+
+
+def _check_layout(s: ResolvedDeployment) -> list[Problem]:
+    p, d, per_node = s.plan, s.dep, s.gpus_per_node
+    out = []
+    if s.multi_node:
+        if p.tp > per_node:
+            out.append(_err(s, ("tp",), "serving-layout",
+                            f"TP {p.tp} spans nodes: a tensor-parallel group must stay inside one node's "
+                            f"{per_node} NVLink-connected GPUs", f"use tp <= {per_node} and pp for the rest"))
+        elif p.gpus_per_replica % per_node:
+            out.append(_err(s, ("pp",), "serving-layout",
+                            f"TP {p.tp} x PP {p.pp} = {p.gpus_per_replica} GPUs do not fill whole nodes of "
+                            f"{per_node}: a multi-node replica takes whole nodes",
+                            f"make TP x PP a multiple of {per_node}"))
+        if d.engine == "tensorrt-llm":
+            out.append(_err(s, ("engine",), "serving-layout",
+                            "multi-node TensorRT-LLM (MPI across pods) is not rendered",
+                            "use engine: vllm for replicas larger than a node"))
+        elif d.speculative is not None:
+            out.append(_err(s, ("speculative",), "serving-layout",
+                            f"vLLM's draft-model speculation does not run with pipeline parallelism (PP {p.pp})",
+                            "remove speculative or fit the replica in one node"))
+        fabric = s.fabric
+        if fabric is not None and s.nodes_per_replica > fabric.su_nodes:
+            out.append(_err(s, ("pp",), "serving-layout",
+                            f"a replica of {s.nodes_per_replica} nodes does not fit in a scalable unit of "
+                            f"{fabric.su_nodes} nodes: its pipeline traffic would cross the spine",
+                            f"use at most {fabric.su_nodes * s.gpus_per_node} GPUs per replica"))
+    elif d.speculative is not None and p.pp > 1:
+        out.append(_err(s, ("speculative",), "serving-layout",
+                        f"vLLM's draft-model speculation does not run with pipeline parallelism (PP {p.pp})",
+                        "use pp: 1"))
+    return out
+
+
+def _check_weights(cluster: Cluster, s: ResolvedDeployment) -> list[Problem]:
+    d = s.dep
+    lustre = cluster.blueprint.storage.lustre
+    out = []
+    if lustre is None:
+        return [_err(s, ("weights_path",), "serving-weights",
+                     "serving reads checkpoints from Lustre but storage.lustre is not declared",
+                     "declare storage.lustre")]
+    for key, path in ((("weights_path",), s.lustre_weights),
+                      (("speculative", "weights_path"), s.draft_lustre_weights)):
+        if path is not None and not (path + "/").startswith(s.lustre_mount + "/"):
+            out.append(_err(s, key, "serving-weights",
+                            f"{path} is not below the Lustre mount point {s.lustre_mount}",
+                            f"give a path below {s.lustre_mount}"))
+    if d.weights_source == "local-nvme":
+        if d.weights_manifest_sha256 is None:
+            out.append(_err(s, ("weights_manifest_sha256",), "serving-weights",
+                            "weights_source: local-nvme copies the checkpoint after checking it, but no "
+                            "weights_manifest_sha256 is given",
+                            "set it to the sha256 of the checkpoint's SHA256SUMS file"))
+        nvme = s.group.node_type.local_nvme
+        need = s.checkpoint_bytes * STAGING_HEADROOM
+        if nvme is None:
+            out.append(_err(s, ("weights_source",), "serving-weights",
+                            f"node group '{s.group.name}' declares no local_nvme to stage the checkpoint on",
+                            "use weights_source: lustre or declare node_types.<type>.local_nvme"))
+        elif need > nvme:
+            out.append(_err(s, ("weights_source",), "serving-weights",
+                            f"the checkpoint needs {need / 1e9:.0f} GB of local NVMe, the node has "
+                            f"{nvme / 1e9:.0f} GB", "use weights_source: lustre"))
+    return out
+
+
+def _check_autoscaling(s: ResolvedDeployment) -> list[Problem]:
+    d = s.dep
+    out = []
+    if d.autoscaling != "none" and s.engine.metrics_path is None:
+        out.append(_err(s, ("autoscaling",), "serving-autoscaling",
+                        f"{s.engine.title}'s server exposes no Prometheus metrics to scale on",
+                        "set autoscaling: none"))
+    if s.min_replicas > s.max_replicas:
+        out.append(_err(s, ("max_replicas",), "serving-autoscaling",
+                        f"max_replicas {s.max_replicas} is below min_replicas {s.min_replicas}",
+                        f"set max_replicas >= {s.min_replicas}"))
+    return out
+
+
+def _check_capacity(cluster: Cluster, specs: list[ResolvedDeployment]) -> list[Problem]:
+    """Every replica a deployment may run (its maximum) holds GPUs of its node group; together
+    they must fit, so a scale-up never waits for GPUs that another model holds."""
+    out = []
+    by_group: dict[str, list[ResolvedDeployment]] = {}
+    for s in specs:
+        by_group.setdefault(s.group.name, []).append(s)
+    for name, group_specs in by_group.items():
+        group = group_specs[0].group
+        total, first_over = 0, None
+        for s in group_specs:
+            total += s.gpus(s.max_replicas)
+            if total > group.gpu_count and first_over is None:
+                first_over = s
+        if first_over is None:
+            continue
+        parts = ", ".join(f"{s.name} {s.max_replicas} x {s.gpus(1)}" for s in group_specs)
+        s = first_over
+        out.append(_err(s, ("max_replicas",) if s.dep.max_replicas else ("replicas",), "serving-over-capacity",
+                        f"the deployments on node group '{name}' hold up to {total} GPUs at their maximum "
+                        f"replicas ({parts}) but it has {group.gpu_count}",
+                        f"free {total - group.gpu_count} GPUs (lower replicas or max_replicas) or add nodes"))
+    return out
+
+

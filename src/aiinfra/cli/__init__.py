@@ -1,0 +1,6 @@
+"""``aiinfra``: the command line. :mod:`aiinfra.cli.app` holds the main commands and the entry point;
+each layer mounts its own (:mod:`~aiinfra.cli.plan`, :mod:`~aiinfra.cli.hosts`, :mod:`~aiinfra.cli.fabric`)."""
+
+from aiinfra.cli.app import app, main
+
+__all__ = ["app", "main"]

@@ -1,0 +1,3 @@
+from aiinfra.cli.app import main
+
+main()

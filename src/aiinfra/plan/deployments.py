@@ -1,0 +1,243 @@
+"""Serving deployments resolved: the plan's numbers turned into what runs.
+
+For each planned deployment: its node group, engine and pinned image version, replicas and their
+bounds, checkpoint paths (Lustre or a local NVMe copy), the NCCL environment of multi-node
+replicas, and the engine's command-line arguments (``vllm serve``, ``trtllm-serve``), each tied to
+the blueprint key that asks for it. Computed once, in :func:`aiinfra.plan.cluster.plan_cluster`;
+checks (:mod:`aiinfra.checks.serving`) and renderers (:mod:`aiinfra.render.serving`) read it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+
+from aiinfra.catalog import engines as eng
+from aiinfra.plan.fabric_env import nccl_env
+from aiinfra.plan.serving import ServingPlan, weight_bytes
+from aiinfra.spec.cluster import Cluster, Group
+from aiinfra.spec.fabric import FabricSummary
+from aiinfra.spec.models import ServingDeployment
+
+MASTER_PORT = 29500  # torch.distributed rendezvous of vLLM's multi-node multiprocessing executor
+STAGING_HEADROOM = 1.1  # local NVMe copy of a checkpoint: its bytes x this
+
+
+# ---------------------------------------------------------------- the resolved deployment
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One engine argument and the blueprint key (below ``serving[i]``) that asks for it."""
+
+    flag: str
+    value: str | None = None
+    key: tuple = ()
+    feature: str | None = None  # an engine feature the argument needs (engines.Engine.features)
+
+    def tokens(self) -> list[str]:
+        return [self.flag] if self.value is None else [self.flag, self.value]
+
+
+@dataclass
+class ResolvedDeployment:
+    """A deployment with everything resolved: plan, image, version, pods, paths, arguments."""
+
+    index: int
+    dep: ServingDeployment
+    plan: ServingPlan
+    group: Group
+    engine: eng.Engine
+    image: str
+    image_key: str
+    version: eng.Version | None
+    weights_dir: str  # checkpoint directory as the server opens it (Lustre path or local copy)
+    lustre_weights: str  # checkpoint directory on Lustre
+    draft_lustre_weights: str | None
+    draft_dir: str | None
+    lustre_mount: str
+    checkpoint_bytes: float
+    replicas: int
+    min_replicas: int
+    max_replicas: int
+    fabric: FabricSummary | None = None
+    #: NCCL/UCX environment of a multi-node replica's pods (the same function as training's); {} otherwise
+    nccl: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.dep.name
+
+    @property
+    def gpus_per_node(self) -> int:
+        return self.group.gpus_per_node
+
+    @property
+    def nodes_per_replica(self) -> int:
+        return max(1, math.ceil(self.plan.gpus_per_replica / self.gpus_per_node))
+
+    @property
+    def multi_node(self) -> bool:
+        return self.plan.gpus_per_replica > self.gpus_per_node
+
+    @property
+    def gpus_per_pod(self) -> int:
+        return self.gpus_per_node if self.multi_node else self.plan.gpus_per_replica
+
+    @property
+    def served_model_name(self) -> str:
+        return self.dep.served_model_name or self.dep.name
+
+    @property
+    def api_key_secret(self) -> str:
+        return self.dep.api_key_secret or f"{self.dep.name}-api-key"
+
+    @property
+    def kind(self) -> str:
+        return "LeaderWorkerSet" if self.multi_node else "Deployment"
+
+    @property
+    def path(self) -> tuple:
+        return ("serving", self.index)
+
+    def gpus(self, replicas: int) -> int:
+        """GPUs that ``replicas`` replicas hold (multi-node replicas hold whole nodes)."""
+        return replicas * self.nodes_per_replica * self.gpus_per_pod if self.multi_node else replicas * self.gpus_per_pod
+
+    @property
+    def engine_dir(self) -> str:
+        """TensorRT-LLM: where the build Job writes the engine, keyed by what shapes it."""
+        key = json.dumps([self.dep.model, self.plan.tp, self.plan.pp, self.dep.quantization, self.dep.dtype,
+                          self.dep.kv_cache_dtype, self.dep.max_model_len, self.plan.request.max_num_seqs,
+                          self.image], sort_keys=True)
+        return f"{self.lustre_mount}/engines/{self.dep.name}/{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def _capacity_replicas(group: Group, plan: ServingPlan) -> int:
+    per_node = group.gpus_per_node
+    if plan.gpus_per_replica > per_node:
+        return group.node_count // math.ceil(plan.gpus_per_replica / per_node)
+    return group.node_count * (per_node // plan.gpus_per_replica)
+
+
+def resolve_deployments(cluster: Cluster, serving: tuple[ServingPlan, ...]) -> tuple[ResolvedDeployment, ...]:
+    """Every planned deployment with its pods, paths and engine arguments resolved (once, in the plan)."""
+    bp = cluster.blueprint
+    plans = {p.request.name: p for p in serving}
+    lustre = bp.storage.lustre
+    mount = lustre.mountpoint.rstrip("/") if lustre else "/lustre"
+    out: list[ResolvedDeployment] = []
+    for i, dep in enumerate(bp.serving):
+        plan = plans.get(dep.name)
+        group = cluster.groups.get(dep.node_group)
+        if plan is None or group is None or not group.gpus_per_node:
+            continue  # the planner already reported why
+        engine = eng.engine(dep.engine)
+        key = dep.image or dep.engine
+        image = bp.versions.images.get(key, "")
+        version = eng.image_version(image) if image else None
+        lustre_weights = dep.weights_path or f"{mount}/models/{dep.model}"
+        spec_ = dep.speculative
+        draft_lustre = (spec_.weights_path or f"{mount}/models/{spec_.draft_model}") if spec_ else None
+        local = dep.weights_source == "local-nvme"
+        w = plan.weights_bytes
+        if plan.request.draft is not None:
+            w += weight_bytes(plan.request.draft, plan.request.dtype, plan.request.dtype).total
+        capacity = _capacity_replicas(group, plan)
+        replicas = max(1, min(plan.replicas, capacity))
+        min_r = dep.min_replicas or replicas
+        max_r = dep.max_replicas or max(min_r, replicas)
+        out.append(ResolvedDeployment(
+            index=i, dep=dep, plan=plan, group=group, engine=engine, image=image, image_key=key, version=version,
+            weights_dir="/models/target" if local else lustre_weights,
+            lustre_weights=lustre_weights,
+            draft_lustre_weights=draft_lustre,
+            draft_dir=("/models/draft" if local else draft_lustre) if draft_lustre else None,
+            lustre_mount=mount, checkpoint_bytes=w, replicas=min_r if dep.autoscaling != "none" else replicas,
+            min_replicas=min_r, max_replicas=max_r, fabric=cluster.fabric,
+            nccl=nccl_env(cluster, group, in_pod=True) if plan.gpus_per_replica > group.gpus_per_node else {},
+        ))
+    return tuple(out)
+
+
+# ---------------------------------------------------------------- engine arguments
+
+
+def vllm_args(s: ResolvedDeployment) -> list[Arg]:
+    """``vllm serve`` arguments of the API server (the leader of a multi-node group)."""
+    d, p = s.dep, s.plan
+    cc = p.request.gpu.compute_capability
+    marlin, plain = eng.VLLM_QUANTIZATION[d.quantization]
+    quant = marlin if tuple(map(int, cc.split("."))) >= (8, 0) else plain
+    args = [
+        Arg("--model", s.weights_dir, ("weights_path",)),
+        Arg("--served-model-name", s.served_model_name, ("served_model_name",)),
+        Arg("--host", "0.0.0.0"),
+        Arg("--port", str(s.engine.port)),
+        Arg("--tensor-parallel-size", str(p.tp), ("tp",)),
+        Arg("--pipeline-parallel-size", str(p.pp), ("pp",)),
+        Arg("--dtype", eng.VLLM_DTYPE[d.dtype], ("dtype",)),
+    ]
+    if quant:
+        args.append(Arg("--quantization", quant, ("quantization",)))
+    args += [
+        Arg("--kv-cache-dtype", d.kv_cache_dtype, ("kv_cache_dtype",)),
+        Arg("--max-model-len", str(d.max_model_len), ("max_model_len",)),
+        Arg("--gpu-memory-utilization", f"{d.gpu_memory_utilization:g}", ("gpu_memory_utilization",)),
+        Arg("--max-num-seqs", str(p.request.max_num_seqs)),
+        Arg("--enable-prefix-caching" if d.prefix_caching else "--no-enable-prefix-caching", None,
+            ("prefix_caching",)),
+    ]
+    if d.chunked_prefill:
+        args.append(Arg("--enable-chunked-prefill", None, ("chunked_prefill",)))
+    if d.speculative is not None:
+        key = ("speculative", "draft_model")
+        version = s.version or (0,)
+        if eng.VLLM.flags["--speculative-config"].has(version):
+            config = {"model": s.draft_dir, "num_speculative_tokens": d.speculative.num_tokens}
+            args.append(Arg("--speculative-config", json.dumps(config, sort_keys=True), key,
+                            "draft-model-speculation"))
+        else:
+            args += [Arg("--speculative-model", s.draft_dir, key, "draft-model-speculation"),
+                     Arg("--num-speculative-tokens", str(d.speculative.num_tokens), ("speculative", "num_tokens"))]
+    if s.multi_node:
+        key = ("distributed_backend",)
+        args.append(Arg("--distributed-executor-backend", d.distributed_backend, key))
+        if d.distributed_backend == "mp":
+            args += [Arg("--nnodes", str(s.nodes_per_replica), key), Arg("--node-rank", "0", key),
+                     Arg("--master-addr", "$(LWS_LEADER_ADDRESS)", key),
+                     Arg("--master-port", str(MASTER_PORT), key)]
+    return args
+
+
+def vllm_worker_args(s: ResolvedDeployment) -> list[Arg]:
+    """Workers of a multi-node group with the multiprocessing executor: the same engine
+    arguments, their own node rank, and no API server (``--headless``)."""
+    out = [a for a in vllm_args(s) if a.flag != "--node-rank"]
+    key = ("distributed_backend",)
+    return out + [Arg("--node-rank", "$(LWS_WORKER_INDEX)", key), Arg("--headless", None, key)]
+
+
+def trtllm_serve_args(s: ResolvedDeployment) -> list[Arg]:
+    p, d = s.plan, s.dep
+    free = p.kv_cache_per_gpu_bytes / max(1.0, p.request.gpu.memory_bytes - p.weights_per_gpu_bytes
+                                          - p.non_torch_bytes - p.activation_bytes)
+    return [
+        Arg("--tokenizer", s.weights_dir, ("weights_path",)),
+        Arg("--host", "0.0.0.0"),
+        Arg("--port", str(s.engine.port)),
+        Arg("--tp_size", str(p.tp), ("tp",)),
+        Arg("--pp_size", str(p.pp), ("pp",)),
+        Arg("--max_batch_size", str(p.request.max_num_seqs)),
+        Arg("--max_seq_len", str(d.max_model_len), ("max_model_len",)),
+        Arg("--max_num_tokens", str(p.request.max_num_batched_tokens)),
+        Arg("--kv_cache_free_gpu_memory_fraction", f"{min(0.95, free):.2f}", ("gpu_memory_utilization",)),
+    ]
+
+
+def flatten(args: list[Arg]) -> list[str]:
+    return [t for a in args for t in a.tokens()]
+
+
