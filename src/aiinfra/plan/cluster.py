@@ -47,6 +47,8 @@ class ClusterPlan:
             "serving": [s.to_dict() for s in self.serving],
             "power": self.power.to_dict() if self.power else None,
             "claims": [c.to_dict() for c in self.claims],
+            "jobs": [j.to_dict() for j in self.jobs],
+            "deployments": [d.to_dict() for d in self.deployments],
             "problems": [
                 {"path": p.key_path, "id": p.id, "level": p.level.value, "message": p.message, "hint": p.hint}
                 for p in self.problems

@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiinfra.catalog import engines as eng
 from aiinfra.plan.fabric_env import nccl_env
@@ -105,6 +106,19 @@ class ResolvedDeployment:
     def gpus(self, replicas: int) -> int:
         """GPUs that ``replicas`` replicas hold (multi-node replicas hold whole nodes)."""
         return replicas * self.nodes_per_replica * self.gpus_per_pod if self.multi_node else replicas * self.gpus_per_pod
+
+    def to_dict(self) -> dict[str, Any]:
+        """What the deployment runs, as ``aiinfra plan --json`` prints it (the rendered objects say the same)."""
+        multi_mp = self.multi_node and self.dep.distributed_backend == "mp" and self.engine.name == "vllm"
+        return {
+            "name": self.name, "kind": self.kind, "engine": self.engine.name, "node_group": self.group.name,
+            "image": self.image, "tp": self.plan.tp, "pp": self.plan.pp,
+            "gpus_per_replica": self.plan.gpus_per_replica, "nodes_per_replica": self.nodes_per_replica,
+            "gpus_per_pod": self.gpus_per_pod, "replicas": self.replicas, "min_replicas": self.min_replicas,
+            "max_replicas": self.max_replicas, "weights_dir": self.weights_dir, "nccl": dict(self.nccl),
+            "args": flatten(vllm_args(self) if self.engine.name == "vllm" else trtllm_serve_args(self)),
+            "worker_args": flatten(vllm_worker_args(self)) if multi_mp else None,
+        }
 
     @property
     def engine_dir(self) -> str:

@@ -115,6 +115,24 @@ class ResolvedJob:
     def model(self) -> LlmArchitecture:
         return self.plan.request.model
 
+    def to_dict(self) -> dict[str, Any]:
+        """What the job runs, as ``aiinfra plan --json`` prints it (the rendered files say the same)."""
+        lay = self.plan.layout
+        return {
+            "name": self.name, "framework": self.framework, "scheduler": self.scheduler, "node_group": self.group.name,
+            "nodes": self.nodes, "gpus_per_node": self.gpus_per_node, "world_size": self.world_size,
+            "image": self.image, "partition": self.partition, "time_limit": self.time_limit,
+            "switches": self.switches, "tasks_per_node": self.tasks_per_node, "cpus_per_task": self.cpus_per_task,
+            "layout": {"tp": lay.tp, "pp": lay.pp, "vpp": lay.vpp, "cp": lay.cp, "dp": lay.dp,
+                       "micro_batch": lay.micro_batch, "global_batch": lay.global_batch,
+                       "recompute": lay.recompute, "zero_stage": lay.zero_stage},
+            "checkpoint": {"dir": self.checkpoint.dir, "interval_steps": self.checkpoint.interval_steps,
+                           "keep": self.checkpoint.keep, "source": self.checkpoint.source},
+            "train_iters": self.train_iters, "entrypoint": self.entrypoint,
+            "nccl": dict(self.nccl), "env": dict(self.env_vars), "args": list(self.args),
+            "deepspeed": self.deepspeed,
+        }
+
 
 # ---------------------------------------------------------------- pieces (pure functions)
 
