@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,11 +76,11 @@ class ResolvedDeployment:
 
     @property
     def nodes_per_replica(self) -> int:
-        return max(1, math.ceil(self.plan.gpus_per_replica / self.gpus_per_node))
+        return self.plan.nodes_per_replica
 
     @property
     def multi_node(self) -> bool:
-        return self.plan.gpus_per_replica > self.gpus_per_node
+        return self.plan.multi_node
 
     @property
     def gpus_per_pod(self) -> int:
@@ -129,13 +128,6 @@ class ResolvedDeployment:
         return f"{self.lustre_mount}/engines/{self.dep.name}/{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
-def _capacity_replicas(group: Group, plan: ServingPlan) -> int:
-    per_node = group.gpus_per_node
-    if plan.gpus_per_replica > per_node:
-        return group.node_count // math.ceil(plan.gpus_per_replica / per_node)
-    return group.node_count * (per_node // plan.gpus_per_replica)
-
-
 def resolve_deployments(cluster: Cluster, serving: tuple[ServingPlan, ...]) -> tuple[ResolvedDeployment, ...]:
     """Every planned deployment with its pods, paths and engine arguments resolved (once, in the plan)."""
     bp = cluster.blueprint
@@ -159,7 +151,7 @@ def resolve_deployments(cluster: Cluster, serving: tuple[ServingPlan, ...]) -> t
         w = plan.weights_bytes
         if plan.request.draft is not None:
             w += weight_bytes(plan.request.draft, plan.request.dtype, plan.request.dtype).total
-        capacity = _capacity_replicas(group, plan)
+        capacity = plan.replicas_in(group.node_count)
         replicas = max(1, min(plan.replicas, capacity))
         min_r = dep.min_replicas or replicas
         max_r = dep.max_replicas or max(min_r, replicas)
@@ -171,7 +163,7 @@ def resolve_deployments(cluster: Cluster, serving: tuple[ServingPlan, ...]) -> t
             draft_dir=("/models/draft" if local else draft_lustre) if draft_lustre else None,
             lustre_mount=mount, checkpoint_bytes=w, replicas=min_r if dep.autoscaling != "none" else replicas,
             min_replicas=min_r, max_replicas=max_r, fabric=cluster.fabric,
-            nccl=nccl_env(cluster, group, in_pod=True) if plan.gpus_per_replica > group.gpus_per_node else {},
+            nccl=nccl_env(cluster, group, in_pod=True) if plan.multi_node else {},
         ))
     return tuple(out)
 

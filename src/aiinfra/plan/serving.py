@@ -221,11 +221,30 @@ class ServingPlan:
         return self.replicas * self.gpus_per_replica
 
     @property
+    def multi_node(self) -> bool:
+        """A replica spans several nodes (then each of its pods takes a whole node)."""
+        return self.gpus_per_replica > self.request.gpus_per_node
+
+    @property
+    def nodes_per_replica(self) -> int:
+        return max(1, math.ceil(self.gpus_per_replica / self.request.gpus_per_node))
+
+    def nodes_for(self, replicas: int) -> int:
+        """Nodes ``replicas`` replicas take: whole nodes each when multi-node, else packed onto nodes.
+        The one packing rule: capacity, the placement check and the rendered pods all use it."""
+        if self.multi_node:
+            return replicas * self.nodes_per_replica
+        return math.ceil(replicas / (self.request.gpus_per_node // self.gpus_per_replica))
+
+    def replicas_in(self, nodes: int) -> int:
+        """Replicas that fit in ``nodes`` nodes (the inverse of :meth:`nodes_for`)."""
+        if self.multi_node:
+            return nodes // self.nodes_per_replica
+        return nodes * (self.request.gpus_per_node // self.gpus_per_replica)
+
+    @property
     def nodes(self) -> int:
-        per_node = self.request.gpus_per_node
-        if self.gpus_per_replica >= per_node:
-            return self.replicas * math.ceil(self.gpus_per_replica / per_node)
-        return math.ceil(self.replicas / (per_node // self.gpus_per_replica))
+        return self.nodes_for(self.replicas)
 
     def to_dict(self) -> dict[str, Any]:
         r = self.request
