@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from aiinfra.pipeline import Built
 from conftest import load_stack
 
 from .ansible_run import ansible_playbook, run_playbook
@@ -22,15 +23,20 @@ pytestmark = pytest.mark.skipif(shutil.which(ansible_playbook()) is None and not
                                 reason="ansible-playbook is not installed")
 
 
-@pytest.fixture(scope="module")
-def files(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("hostfiles")
+def render_host_files(built: Built, hosts: list[str], tmp: Path, host_overrides: dict | None = None) -> Path:
+    """The roles' per-host files of ``hosts`` (from ``built``'s inventory), rendered by the roles' own
+    templates into <returned dir>/<host>/ (see render-host-files.yml)."""
     inventory = tmp / "inventory.yml"
-    inventory.write_text(mini_inventory(load_stack("prod"), HOSTS))
+    inventory.write_text(mini_inventory(built, hosts, host_overrides))
     out = tmp / "out"
     r = run_playbook(HERE / "render-host-files.yml", inventory, "-e", f"out={out}")
     assert r.rc == 0, r.tail()
     return out
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> Path:
+    return render_host_files(load_stack("prod"), HOSTS, tmp_path_factory.mktemp("hostfiles"))
 
 
 @pytest.fixture(scope="module")

@@ -97,8 +97,8 @@ def test_several_control_plane_hosts_without_a_vip_are_refused():
     bp = blueprint("prod")
     del bp["kubernetes"]["api_vip"]
     with pytest.raises(BlueprintError) as exc:
-        render(build_data(bp, "prod.yaml", "prod"), only=["k8s-hosts"])
-    assert exc.value.problems[0].path == ("kubernetes", "api_vip")
+        build_data(bp, "prod.yaml", "prod")  # refused by validate, before anything renders
+    assert ("k8s-api-vip-missing", ("kubernetes", "api_vip")) in {(p.id, p.path) for p in exc.value.problems}
 
 
 # ------------------------------------------------------------------ charts and values
@@ -167,7 +167,7 @@ def test_rdma_shared_mode_gives_one_ipoib_network_per_rail_with_pod_ranges_above
     assert "rdmaSharedDevicePlugin" in policy["spec"] and "sriovDevicePlugin" not in policy["spec"]
     networks = docs(prod_render["k8s/network-operator/rail-networks.yaml"])
     assert [n["kind"] for n in networks] == ["IPoIBNetwork"] * 8
-    assert [n["spec"]["master"] for n in networks] == [f"ib{r}" for r in range(8)]
+    assert [n["spec"]["master"] for n in networks] == [f"ib-mlx5_{r}" for r in range(8)]  # the role's names
     import ipaddress
     import json
 
@@ -179,13 +179,16 @@ def test_rdma_shared_mode_gives_one_ipoib_network_per_rail_with_pod_ranges_above
 
 def test_sriov_mode_gives_host_device_networks_per_rail():
     bp = blueprint("dev")
-    bp["kubernetes"].update({"rdma": "sriov", "rail_netdevs": "ibp[0-7]"})
+    bp["kubernetes"].update({"rdma": "sriov"})
     rendered = render(build_data(bp, "dev.yaml", "dev"), only=["k8s-platform"])
     networks = docs(rendered["k8s/network-operator/rail-networks.yaml"])
     assert {n["kind"] for n in networks} == {"HostDeviceNetwork"}
     assert networks[3]["spec"]["resourceName"] == "nvidia.com/rail3_vf"
     (policy,) = docs(rendered["k8s/network-operator/nic-cluster-policy.yaml"])
-    assert "ibp3" in policy["spec"]["sriovDevicePlugin"]["config"]
+    import json
+
+    resources = json.loads(policy["spec"]["sriovDevicePlugin"]["config"])["resourceList"]
+    assert resources[3]["selectors"]["pfNames"] == ["ib-mlx5_3"]
 
 
 def test_every_workload_namespace_gets_a_bound_lustre_claim(prod_render):
@@ -215,8 +218,9 @@ def test_queue_shares_above_one_are_refused():
     bp = blueprint("dev")
     bp["kubernetes"]["queue_gpu_shares"] = {"serving": 0.8, "training": 0.5}
     with pytest.raises(BlueprintError) as exc:
-        render(build_data(bp, "dev.yaml", "dev"), only=["k8s-platform"])
-    assert exc.value.problems[0].path == ("kubernetes", "queue_gpu_shares")
+        build_data(bp, "dev.yaml", "dev")  # refused by validate, before anything renders
+    (problem,) = exc.value.problems
+    assert (problem.id, problem.path) == ("k8s-queue-shares-over-one", ("kubernetes", "queue_gpu_shares"))
 
 
 # ------------------------------------------------------------------ namespaces and GitOps

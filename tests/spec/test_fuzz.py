@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aiinfra.errors import BlueprintError
-from aiinfra.pipeline import build_text
+from aiinfra.pipeline import build_data, build_text
+from aiinfra.render import render_all
 from conftest import ROOT
 
 DEV = yaml.safe_load((ROOT / "stacks" / "Pulumi.dev.yaml").read_text())
@@ -81,3 +82,95 @@ def test_arbitrary_text_is_never_a_traceback(text):
         build_text(text, "x.yaml", "x")
     except BlueprintError as exc:
         assert exc.problems
+
+
+# ------------------------------------------------------------------ validate is the whole gate
+#
+# Plausible edits of the dev and prod blueprints (sizes, indices, shares, versions, layouts): whatever
+# build_data accepts, every renderer must render. A renderer that raises on such a blueprint found a
+# refusal missing from the checks (tests/spec/test_validate_is_the_gate.py names the known ones).
+
+DELETE = object()  # the edit removes the key
+
+
+def cluster_blueprint(env: str) -> dict:
+    return yaml.safe_load((ROOT / "stacks" / f"Pulumi.{env}.yaml").read_text())["config"]["aiinfra:cluster"]
+
+
+def _index(items: list[dict], name: str) -> int:
+    return next(i for i, item in enumerate(items) if item["name"] == name)
+
+
+def _hostlist(prefix: str, max_nodes: int) -> st.SearchStrategy[str]:
+    return st.integers(1, max_nodes).map(lambda n: f"{prefix}[001-{n:03d}]" if n > 1 else f"{prefix}001")
+
+
+def edit_knobs(bp: dict) -> list[tuple[tuple, st.SearchStrategy]]:
+    """(key path, values) of the edits the gate property tries on ``bp``."""
+    groups = bp["node_groups"]
+    train, serve = _index(groups, "gpu-train"), _index(groups, "gpu-serve")
+    share = st.sampled_from([0.0, 0.125, 0.25, 0.5, 0.75, 0.875, 1.0])
+    knobs: list[tuple[tuple, st.SearchStrategy]] = [
+        (("versions", "slurm"), st.sampled_from(["latest", "24", "24.05", "24.11.5", "23.02.7", "25.05.1", "v24.11"])),
+        (("versions", "kubernetes"), st.sampled_from(["latest", "1", "1.29.14", "1.30.9", "1.31.7", "v1.32.3"])),
+        (("kubernetes", "queue_gpu_shares"), st.fixed_dictionaries({"serving": share, "training": share})),
+        (("kubernetes", "api_vip"), st.sampled_from([DELETE, "10.10.0.5", "api.k8s.example.org"])),
+        (("kubernetes", "api_port"), st.sampled_from([443, 6443, 65535])),
+        (("kubernetes", "lustre_volumes"), st.sampled_from(["static", "csi"])),
+        (("kubernetes", "lustre_csi_driver"), st.sampled_from([DELETE, "lustre.csi.example.org"])),
+        (("kubernetes", "cni"), st.sampled_from(["calico", "cilium"])),
+        (("kubernetes", "rdma"), st.sampled_from(["shared", "sriov"])),
+        (("kubernetes", "mig_strategy"), st.sampled_from(["none", "single", "mixed"])),
+        (("kubernetes", "gpu_driver"), st.sampled_from(["host", "operator"])),
+        (("kubernetes", "rdma_shared_max_pods"), st.integers(1, 1000)),
+        (("networks", "ipoib", "rail_prefix"), st.integers(8, 30)),
+        (("networks", "ipoib", "cidr"), st.sampled_from(["10.64.0.0/13", "10.20.0.0/21", "10.64.0.0/20",
+                                                          "172.16.0.0/12"])),
+        (("networks", "management", "cidr"), st.sampled_from(["10.0.0.0/16", "10.10.0.0/24", "10.0.0.0/21"])),
+        (("fabric", "su_nodes"), st.integers(1, 64)),
+        (("node_groups", train, "hosts"), _hostlist("trn", 600)),
+        (("node_groups", serve, "hosts"), _hostlist("srv", 80)),
+        (("node_groups", train, "address_index"), st.one_of(st.just(DELETE), st.integers(0, 70000))),
+        (("node_groups", serve, "address_index"), st.one_of(st.just(DELETE), st.integers(0, 70000))),
+        (("training", 0, "nodes"), st.integers(1, 600)),
+        (("training", 0, "tp"), st.sampled_from(["auto", 1, 2, 4, 8, 16])),
+        (("training", 0, "pp"), st.sampled_from(["auto", 1, 2, 4, 8])),
+        (("training", 0, "micro_batch"), st.integers(1, 8)),
+        (("training", 0, "global_batch"), st.sampled_from([8, 64, 1920, 4096])),
+        (("training", 0, "seq_len"), st.sampled_from([2048, 8192, 131072])),
+        (("serving", 0, "tp"), st.sampled_from(["auto", 1, 2, 4, 8])),
+        (("serving", 0, "replicas"), st.sampled_from(["auto", 1, 2, 8, 64])),
+        (("serving", 0, "max_model_len"), st.sampled_from([2048, 8192, 131072])),
+        (("serving", 0, "gpu_memory_utilization"), st.floats(0.5, 0.99)),
+    ]
+    if len(bp["training"]) > 1:
+        knobs.append((("training", 1, "nodes"), st.integers(1, 64)))
+    return knobs
+
+
+ENVS = {env: (cluster_blueprint(env), edit_knobs(cluster_blueprint(env))) for env in ("dev", "prod")}
+
+
+@st.composite
+def mutants(draw) -> tuple[str, dict]:
+    env = draw(st.sampled_from(sorted(ENVS)))
+    bp, knobs = ENVS[env]
+    doc = copy.deepcopy(bp)
+    for path, values in draw(st.lists(st.sampled_from(knobs), min_size=1, max_size=3)):
+        value = draw(values)
+        try:
+            mutate(doc, path, "delete" if value is DELETE else "replace", value)
+        except (KeyError, IndexError):
+            continue  # nothing to delete
+    return env, doc
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(mutants())
+def test_every_blueprint_validate_accepts_renders(mutant):
+    env, doc = mutant
+    try:
+        built = build_data(doc, f"{env}.yaml", env)
+    except BlueprintError:
+        return  # refused with problems: the other property covers their form
+    render_all(built.cluster, built.plan)

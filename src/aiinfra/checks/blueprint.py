@@ -5,6 +5,7 @@ express. They see the parsed Blueprint and the expanded hostlists, and guard eve
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterator
 
 from ClusterShell.NodeSet import NodeSet
@@ -139,6 +140,13 @@ def networks_fit(v: BlueprintView) -> Iterator[Problem]:
             yield error(("networks", "ipoib", "rail_prefix"), "cidr-too-small",
                         f"a /{nets.ipoib.rail_prefix} rail subnet holds {subnets[0].num_addresses - 2} hosts, "
                         f"the plan needs index {highest}", "use a shorter rail_prefix")
+        elif subnets and _uses_kubernetes(bp) and highest >= subnets[0].num_addresses // 2:
+            # the Network Operator's rail networks give pods the upper half of each rail subnet
+            yield error(("networks", "ipoib", "rail_prefix"), "ipoib-pod-range-too-small",
+                        f"host index {highest} reaches the upper half of a /{nets.ipoib.rail_prefix} rail subnet, "
+                        f"where Kubernetes pods take their rail addresses (hosts must stay below index "
+                        f"{subnets[0].num_addresses // 2})",
+                        "use a shorter rail_prefix: hosts take the lower half of a rail subnet, pods the upper")
     # overlaps between every pair of declared networks, Kubernetes' included
     named: list[tuple[tuple, str]] = [(("networks", k, "cidr"), n.cidr) for k, n in flat]
     if nets.ipoib:
@@ -151,6 +159,10 @@ def networks_fit(v: BlueprintView) -> Iterator[Problem]:
             if ipaddress.IPv4Network(a).overlaps(ipaddress.IPv4Network(b)):
                 yield error(path_b, "cidr-overlap", f"{b} overlaps {a} ({'.'.join(map(str, path_a))})",
                             "give every network its own range")
+
+
+def _uses_kubernetes(bp: Blueprint) -> bool:
+    return bp.kubernetes is not None and any(g.scheduler == "kubernetes" for g in bp.node_groups)
 
 
 def _max_rails(bp: Blueprint) -> int:
@@ -301,6 +313,10 @@ def workload_groups(v: BlueprintView) -> Iterator[Problem]:
 
 # ------------------------------------------------------------------ versions
 
+# a release the renderers compare: major.minor[.patch...], a leading v and a -/+ suffix allowed
+RELEASE = re.compile(r"v?\d+\.\d+(\.\d+)*([-+][0-9A-Za-z.+-]*)?")
+RELEASE_EXAMPLES = {"slurm": "24.11.5", "kubernetes": "1.31.7"}
+
 
 @validator()
 def versions_compatible(v: BlueprintView) -> Iterator[Problem]:
@@ -314,5 +330,9 @@ def versions_compatible(v: BlueprintView) -> Iterator[Problem]:
             version_tuple(versions[key])
         except ValueError as exc:
             yield error(("versions", key), "bad-version", str(exc))
-
-
+    for key in ("slurm", "kubernetes"):
+        text = versions.get(key)
+        if text is not None and not RELEASE.fullmatch(text.strip()):
+            yield error(("versions", key), "bad-version",
+                        f"'{text}' is not a {key} release: the renderers adapt to its major.minor",
+                        f"pin a release such as {RELEASE_EXAMPLES[key]}")

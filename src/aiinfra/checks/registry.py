@@ -101,9 +101,10 @@ ERROR_IDS = {
     "nccl-too-old", "bad-version", "kernel-not-for-os", "unknown-doca-version", "doca-unsupported-os",
     "unknown-lustre-version", "lustre-unsupported-kernel", "lustre-unsupported-ofed",
     "unknown-key", "wrong-type", "invalid-value",
-    "missing-chart-version",
+    "missing-chart-version", "ipoib-pod-range-too-small",
+    "k8s-api-vip-missing", "k8s-queue-shares-over-one", "k8s-lustre-csi-driver-missing",
     "plan-training", "plan-serving", "plan-unknown-name", "plan-no-gpus", "plan-too-many-nodes", "plan-claim",
     "train-image-missing", "train-path-unset", "train-checkpoint-interval", "train-checkpoint-not-mounted",
     "train-no-partition", "train-deepspeed-layout", "train-deepspeed-fp8", "train-offload-needs-deepspeed",
-    "train-extra-arg-conflict", "train-uneven-pipeline-vpp",
+    "train-extra-arg-conflict", "train-uneven-pipeline-vpp", "train-megatron-sharding",
 }

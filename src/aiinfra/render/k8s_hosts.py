@@ -18,7 +18,6 @@ import json
 
 from aiinfra.catalog.charts import CNI_CHARTS, chart
 from aiinfra.catalog.versions import version_tuple
-from aiinfra.errors import BlueprintError, Problem
 from aiinfra.plan.cluster import ClusterPlan
 from aiinfra.render import Artifacts, renderer
 from aiinfra.render.k8s_topology import kubernetes_hosts, node_labels, node_taints
@@ -46,16 +45,12 @@ def kubernetes_version(cluster: Cluster) -> str:
 
 def control_plane_endpoint(cluster: Cluster) -> str:
     """``host:port`` every node and kubeconfig reaches the API at: the VIP, or the single
-    control-plane host's management address."""
+    control-plane host's management address (:mod:`aiinfra.checks.kubernetes` refuses several
+    control-plane hosts without a VIP)."""
     k8s = cluster.blueprint.kubernetes
     control = cluster.hosts_with_role("k8s_control_plane")
     if k8s is not None and k8s.api_vip:
         return f"{k8s.api_vip}:{k8s.api_port}"
-    if len(control) > 1:
-        raise BlueprintError(cluster.source, [Problem(
-            path=("kubernetes", "api_vip"), id="missing-key",
-            message=f"{len(control)} control-plane hosts need a shared endpoint",
-            hint="set kubernetes.api_vip to a VIP or DNS name in front of the API servers")])
     port = k8s.api_port if k8s is not None else 6443
     return f"{cluster.hosts[control[0]].management_address}:{port}"
 

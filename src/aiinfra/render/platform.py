@@ -26,8 +26,6 @@ import json
 import math
 from dataclasses import dataclass
 
-from ClusterShell.NodeSet import NodeSet
-
 from aiinfra.catalog.charts import (
     NETWORK_OPERATOR_IMAGE_REPOSITORY,
     NETWORK_OPERATOR_IMAGES,
@@ -288,36 +286,31 @@ def render_gpu_operator(cluster: Cluster, spec: ComponentSpec) -> dict[str, str]
 
 # ------------------------------------------------------------------ Network Operator
 
-def rail_netdevs(cluster: Cluster) -> list[str]:
-    """Netdevs of the rails in rail order (blueprint ``kubernetes.rail_netdevs`` or ib0, ib1, ...)."""
-    rails = cluster.fabric.rails if cluster.fabric else 0
-    declared = cluster.blueprint.kubernetes.rail_netdevs if cluster.blueprint.kubernetes else None
-    if declared:
-        return list(NodeSet(declared))
-    return [f"ib{r}" for r in range(rails)]
+def rail_netdevs(cluster: Cluster, groups: list[Group]) -> list[list[str]]:
+    """The IPoIB interfaces of every rail, in rail order, as the fabric model names them on the hosts
+    of ``groups`` (:func:`aiinfra.spec.fabric.ipoib_netdev`, what the infiniband role creates):
+    one name per rail when the groups share their rail HCAs."""
+    out: list[list[str]] = []
+    for group in groups:
+        ports = cluster.hosts[group.hosts[0]].rails if group.hosts else ()
+        for port in ports:
+            if port.rail == len(out):
+                out.append([])
+            if port.netdev not in out[port.rail]:
+                out[port.rail].append(port.netdev)
+    return out
 
 
 def rail_pod_ranges(cluster: Cluster) -> list[str]:
     """Pod addresses of each rail's IPoIB network: the upper half of the rail subnet (hosts take
-    addresses from the bottom, by host index; aiinfra validate keeps them below the half)."""
+    addresses from the bottom, by host index; :func:`aiinfra.checks.blueprint.networks_fit` keeps
+    them below the half)."""
     nets = cluster.blueprint.networks
     if nets.ipoib is None or cluster.fabric is None:
         return []
     whole = ipaddress.IPv4Network(nets.ipoib.cidr)
     subnets = list(whole.subnets(new_prefix=nets.ipoib.rail_prefix))[: cluster.fabric.rails]
-    highest = max((h.index for h in cluster.hosts.values()), default=0)
-    out = []
-    for net in subnets:
-        upper = list(net.subnets(prefixlen_diff=1))[1]
-        if highest >= upper.num_addresses:
-            from aiinfra.errors import BlueprintError, Problem
-
-            raise BlueprintError(cluster.source, [Problem(
-                path=("networks", "ipoib", "rail_prefix"), id="cidr-too-small",
-                message=f"rail subnet {net} has no upper half free for pod addresses above host index {highest}",
-                hint="use a shorter rail_prefix: hosts take the lower half, pods of the rail networks the upper")])
-        out.append(str(upper))
-    return out
+    return [str(list(net.subnets(prefixlen_diff=1))[1]) for net in subnets]
 
 
 def render_network_operator(cluster: Cluster, spec: ComponentSpec) -> dict[str, str]:
@@ -326,7 +319,7 @@ def render_network_operator(cluster: Cluster, spec: ComponentSpec) -> dict[str, 
     version = chart_version(cluster, "network-operator")
     tag = network_operator_image_tag(version)
     groups = [g for g in kubernetes_groups(cluster) if g.node_type.rails]
-    netdevs = rail_netdevs(cluster)
+    netdevs = rail_netdevs(cluster, groups)
 
     def image(key: str) -> dict:
         return {"image": NETWORK_OPERATOR_IMAGES[key], "repository": NETWORK_OPERATOR_IMAGE_REPOSITORY,
@@ -347,20 +340,21 @@ def render_network_operator(cluster: Cluster, spec: ComponentSpec) -> dict[str, 
     if k8s.rdma == "shared":
         selector_key = RDMA_SHARED_DEVICE_RESOURCE.split("/", 1)[1]
         config = {"configList": [{"resourceName": selector_key, "rdmaHcaMax": k8s.rdma_shared_max_pods,
-                                  "selectors": {"vendors": ["15b3"], "ifNames": netdevs}}]}
+                                  "selectors": {"vendors": ["15b3"],
+                                                "ifNames": [dev for devs in netdevs for dev in devs]}}]}
         policy_spec["rdmaSharedDevicePlugin"] = {**image("rdma_shared_device_plugin"),
                                                  "config": json.dumps(config, sort_keys=True)}
         policy_spec["secondaryNetwork"]["ipoib"] = image("ipoib_cni")
-        for rail, (dev, pod_range) in enumerate(zip(netdevs, ranges, strict=False)):
+        for rail, (devs, pod_range) in enumerate(zip(netdevs, ranges, strict=False)):
             networks.append({
                 "apiVersion": "mellanox.com/v1alpha1", "kind": "IPoIBNetwork",
                 "metadata": _meta(f"ipoib-rail{rail}"),
-                "spec": {"networkNamespace": "", "master": dev, "ipam": _ipam(pod_range)},
+                "spec": {"networkNamespace": "", "master": devs[0], "ipam": _ipam(pod_range)},
             })
     else:
         resources = [{"resourcePrefix": "nvidia.com", "resourceName": f"rail{r}_vf",
-                      "selectors": {"vendors": ["15b3"], "pfNames": [dev], "isRdma": True}}
-                     for r, dev in enumerate(netdevs)]
+                      "selectors": {"vendors": ["15b3"], "pfNames": devs, "isRdma": True}}
+                     for r, devs in enumerate(netdevs)]
         policy_spec["sriovDevicePlugin"] = {**image("sriov_device_plugin"),
                                             "config": json.dumps({"resourceList": resources}, sort_keys=True)}
         for rail, pod_range in enumerate(ranges):
@@ -414,14 +408,7 @@ def render_lustre(cluster: Cluster, spec: ComponentSpec) -> dict[str, str]:
             pv_spec["hostPath"] = {"path": lustre.mountpoint, "type": "Directory"}
             pv_spec["nodeAffinity"] = {"required": {"nodeSelectorTerms": [
                 {"matchExpressions": [{"key": LUSTRE_LABEL, "operator": "In", "values": ["true"]}]}]}}
-        else:
-            if not k8s.lustre_csi_driver:
-                from aiinfra.errors import BlueprintError, Problem
-
-                raise BlueprintError(cluster.source, [Problem(
-                    path=("kubernetes", "lustre_csi_driver"), id="missing-key",
-                    message="lustre_volumes: csi needs the CSI driver's name",
-                    hint="set kubernetes.lustre_csi_driver, or use lustre_volumes: static")])
+        else:  # aiinfra.checks.kubernetes refuses csi without a driver name
             pv_spec["csi"] = {"driver": k8s.lustre_csi_driver, "volumeHandle": f"{lustre.fsname}-{ns.name}",
                               "volumeAttributes": {"fsName": lustre.fsname, "mgsNids": ":".join(lustre.mgs_nids),
                                                    "mountOptions": ",".join(lustre.mount_options)}}
@@ -448,17 +435,11 @@ def flavor_name(group: Group) -> str:
 
 
 def queue_quotas(cluster: Cluster) -> dict[str, dict[str, dict[str, int]]]:
-    """queue -> flavor -> {gpus, nodes}: each queue's share of every GPU flavor, in whole nodes."""
+    """queue -> flavor -> {gpus, nodes}: each queue's share of every GPU flavor, in whole nodes
+    (:mod:`aiinfra.checks.kubernetes` keeps the shares at 1 or less)."""
     k8s = cluster.blueprint.kubernetes
     assert k8s is not None
     shares = k8s.queue_gpu_shares
-    if sum(shares.values()) > 1 + 1e-9:
-        from aiinfra.errors import BlueprintError, Problem
-
-        raise BlueprintError(cluster.source, [Problem(
-            path=("kubernetes", "queue_gpu_shares"), id="invalid-value",
-            message=f"the queue shares add up to {sum(shares.values()):g}, more than the whole cluster",
-            hint="make the shares add up to 1 or less")])
     nodes_per_flavor: dict[str, int] = {}
     for g in _gpu_groups(cluster):
         nodes_per_flavor[flavor_name(g)] = nodes_per_flavor.get(flavor_name(g), 0) + g.node_count

@@ -14,7 +14,15 @@ from ClusterShell.NodeSet import NodeSet
 from aiinfra.catalog.gpus import GpuModel, gpu
 from aiinfra.catalog.links import link_rate
 from aiinfra.spec import addressing
-from aiinfra.spec.fabric import FabricSummary, RailPort, leaf_name, spine_group_name, su_name, summarize
+from aiinfra.spec.fabric import (
+    FabricSummary,
+    RailPort,
+    ipoib_netdev,
+    leaf_name,
+    spine_group_name,
+    su_name,
+    summarize,
+)
 from aiinfra.spec.models import Blueprint, NodeGroup, NodeType
 
 
@@ -57,6 +65,11 @@ class Group:
     @property
     def gpus_per_node(self) -> int:
         return self.node_type.gpu.count if self.node_type.gpu else 0
+
+    @property
+    def storage_netdev(self) -> str | None:
+        """The IPoIB interface of the storage port (LNet, NVMe-oF), if the node type has one."""
+        return ipoib_netdev(self.node_type.storage_hca) if self.node_type.storage_hca else None
 
     @property
     def node_count(self) -> int:
@@ -182,6 +195,7 @@ def build_cluster(env: str, source: str, bp: Blueprint, expanded: dict[str, tupl
                     RailPort(
                         rail=r,
                         hca=hca,
+                        netdev=ipoib_netdev(hca),
                         leaf=leaf_name(su, r),
                         spine_group=spine_group_name(fabric.topology, r),
                         ipoib_address=addressing.address(int(rail_nets[r].network_address), index) if rail_nets else None,

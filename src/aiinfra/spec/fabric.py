@@ -12,11 +12,22 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+#: Every IPoIB interface is named ``<prefix><hca>`` (``ib-mlx5_0``): the infiniband role's udev rule
+#: names them so on the hosts (the prefix reaches it through the inventory), Kubernetes objects and
+#: LNet refer to them by that name. Linux allows 15 characters (IFNAMSIZ less the NUL).
+IPOIB_NETDEV_PREFIX = "ib-"
+
+
+def ipoib_netdev(hca: str) -> str:
+    """The Linux name of the IPoIB interface of ``hca`` (a rail or the storage port)."""
+    return f"{IPOIB_NETDEV_PREFIX}{hca}"
+
 
 @dataclass(frozen=True, slots=True)
 class RailPort:
     rail: int
     hca: str
+    netdev: str  # the IPoIB interface of ``hca``: ipoib_netdev(hca)
     leaf: str
     spine_group: str
     ipoib_address: str | None
