@@ -63,3 +63,22 @@ def test_etc_hosts_has_every_host_once_at_its_management_address():
 def test_the_committed_manifests_hold_these_files():
     for path, text in render_host_vars(load_stack("prod").cluster, load_stack("prod").plan).items():
         assert (ROOT / "manifests" / "prod" / path).read_text() == (text if text.endswith("\n") else text + "\n")
+
+
+def test_slurm_vars_without_slurm_keep_the_pyxis_path_and_null_the_cluster_values():
+    from aiinfra.pipeline import build_data
+
+    raw = yaml.safe_load((ROOT / "stacks" / "Pulumi.dev.yaml").read_text())["config"]["aiinfra:cluster"]
+    del raw["slurm"]
+    raw["versions"].pop("slurm", None)
+    for group in raw["node_groups"].values() if isinstance(raw["node_groups"], dict) else raw["node_groups"]:
+        if group.get("scheduler") == "slurm":
+            group["scheduler"] = "kubernetes"
+        group["roles"] = [r for r in group.get("roles", []) if not r.startswith("slurm")]
+    built = build_data(raw, "x.yaml", "dev")
+    out = yaml.safe_load(render_host_vars(built.cluster, built.plan)["ansible/group_vars/all/slurm.yml"])
+    with_slurm = rendered("dev")["ansible/group_vars/all/slurm.yml"]
+    assert out["aiinfra_slurm_pyxis_plugin"] == with_slurm["aiinfra_slurm_pyxis_plugin"]
+    assert out["aiinfra_slurm_pyxis_plugin"].endswith("/spank_pyxis.so")  # container_runtime installs it
+    assert out["aiinfra_slurm_cluster_name"] is None and with_slurm["aiinfra_slurm_cluster_name"] == "dev"
+    assert out["aiinfra_slurm_accounting"] is None and out["aiinfra_slurm_restart_settings"] == []

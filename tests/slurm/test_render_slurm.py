@@ -171,14 +171,6 @@ def test_health_check_expectations(prod_files):
                      "hcas": [f"mlx5_{i}" for i in range(8)], "hca_rate_gbps": 400, "lustre_mountpoint": "/lustre"}
 
 
-def test_qos_for_sacctmgr(prod_files):
-    import yaml
-
-    acct = yaml.safe_load(prod_files["slurm/accounting.yml"])
-    assert acct["cluster"] == "nacc"
-    assert {q["name"]: q["preempt"] for q in acct["qos"]} == {"normal": [], "high": ["low"], "low": []}
-
-
 def _nodecheck():
     import importlib.machinery
     import importlib.util

@@ -5,7 +5,9 @@ The host roles (common, nvidia_driver, infiniband, lustre_client, nvmeof, contai
 dcgm) and playbooks/rolling.yml also need parts of the blueprint that are the same for every
 host: the fabric's partition keys and subnet managers, the storage network, Lustre and NVMe-oF,
 and the rollout batches. Ansible loads ``group_vars/`` next to an inventory file by itself, so
-these files reach every play that uses the rendered inventory.
+these files reach every play that uses the rendered inventory. ``slurm.yml`` carries what the slurm
+and container_runtime roles take from the Slurm render (:func:`aiinfra.render.slurm.role_inputs`):
+paths the daemons use, the accounting objects, the restart record and the pyxis plugin.
 
 Also the cluster's ``/etc/hosts`` block (``hosts/etc-hosts``): every host's management address,
 rendered once here rather than templated on each of 16,384 hosts over every other host's
@@ -18,13 +20,13 @@ import ipaddress
 
 from ClusterShell.NodeSet import NodeSet
 
+from aiinfra.catalog.defaults import DEFAULT_ROLLOUT
 from aiinfra.catalog.links import LINK_RATES, link_rate
 from aiinfra.plan.cluster import ClusterPlan
 from aiinfra.render import Artifacts, renderer
+from aiinfra.render.slurm import role_inputs
 from aiinfra.render.templates import dump_yaml
 from aiinfra.spec.cluster import Cluster
-
-DEFAULT_ROLLOUT = {"first_batch": 1, "batch_size": 32, "max_fail_percentage": 0, "drain_timeout_s": 14400}
 
 
 def _header(cluster: Cluster, what: str) -> str:
@@ -98,5 +100,6 @@ def render_host_vars(cluster: Cluster, plan: ClusterPlan) -> Artifacts:
         f"{group_vars}/fabric.yml": _header(cluster, "Fabric variables") + dump_yaml(fabric_vars(cluster)),
         f"{group_vars}/storage.yml": _header(cluster, "Storage variables") + dump_yaml(storage_vars(cluster)),
         f"{group_vars}/rollout.yml": _header(cluster, "Rollout variables") + dump_yaml(rollout_vars(cluster)),
+        f"{group_vars}/slurm.yml": _header(cluster, "Slurm variables") + dump_yaml(role_inputs(cluster)),
         "hosts/etc-hosts": etc_hosts(cluster),
     }

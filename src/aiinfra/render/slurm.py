@@ -15,8 +15,12 @@ Files:
 - ``cgroup.conf``    cores, devices and RAM constrained.
 - ``slurmdbd.conf``  without ``StoragePass``: the slurm role adds it on the host from a secret.
 - ``plugstack.conf`` (+ ``plugstack.conf.d/pyxis.conf``) SPANK plugins: pyxis for containers.
-- ``accounting.yml`` the cluster and its QoS, which the slurm role loads with ``sacctmgr``.
 - ``nodecheck.json`` what the node health check expects per node (GPUs, HCA ports, Lustre).
+
+What the slurm role needs besides these files (the paths the daemons use, the accounting objects
+for ``sacctmgr``, the slurm.conf lines whose change needs a restart, the pyxis plugin) is
+:func:`role_inputs`: ``host_vars`` renders it into ``ansible/group_vars/all/slurm.yml``, and the
+files above print the same values, so the role never parses a rendered file.
 
 Slurm releases differ: :data:`OPTION_MIN_VERSION` names the options rendered only from a given
 release on (``versions.slurm``); tests run Debian 12's 22.05, production runs 24.11.
@@ -25,28 +29,64 @@ release on (``versions.slurm``); tests run Debian 12's 22.05, production runs 24
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from aiinfra.catalog.gpus import GpuModel
 from aiinfra.catalog.links import link_rate
 from aiinfra.catalog.versions import version_tuple
 from aiinfra.plan.cluster import ClusterPlan
 from aiinfra.render import Artifacts, renderer
-from aiinfra.render.templates import dump_yaml, fold, render_template
+from aiinfra.render.templates import fold, render_template
 from aiinfra.spec.cluster import Cluster, Group, su_name
 
 MIB = 2**20
 GIB = 2**30
 
-# Where the files live on the hosts. The slurm role installs them there (slurm_config_dir) and ships
-# the hook scripts at these paths.
-CONFIG_DIR = "/etc/slurm"
-HEALTH_CHECK_PROGRAM = "/usr/local/sbin/aiinfra-nodecheck"
-PROLOG_GLOB = f"{CONFIG_DIR}/prolog.d/*"
-EPILOG_GLOB = f"{CONFIG_DIR}/epilog.d/*"
-PYXIS_PLUGIN = "/usr/local/lib/slurm/spank_pyxis.so"
-ACCOUNTING_DB = "slurm_acct_db"
-ACCOUNTING_DB_USER = "slurm"
+
+@dataclass(frozen=True)
+class SlurmHostSettings:
+    """What every cluster's hosts share: printed into the rendered files and handed to the slurm
+    and container_runtime roles as ``aiinfra_slurm_<field>`` (group_vars/all/slurm.yml), so the
+    files and the roles read one value. ``%n`` is the node name (one slurmd per host in
+    production, several per machine in test beds)."""
+
+    config_dir: str = "/etc/slurm"  # the slurm role installs the rendered files here
+    user: str = "slurm"  # SlurmUser of slurm.conf and slurmdbd.conf
+    health_check_program: str = "/usr/local/sbin/aiinfra-nodecheck"  # shipped by the slurm role
+    slurmctld_pid_file: str = "/run/slurmctld.pid"
+    slurmctld_log_file: str = "/var/log/slurm/slurmctld.log"
+    slurmd_spool_dir: str = "/var/spool/slurmd/%n"
+    slurmd_pid_file: str = "/run/slurmd-%n.pid"
+    slurmd_log_file: str = "/var/log/slurm/slurmd-%n.log"
+    dbd_pid_file: str = "/run/slurmdbd.pid"
+    dbd_log_file: str = "/var/log/slurm/slurmdbd.log"
+    db_name: str = "slurm_acct_db"  # StorageLoc: the accounting database in MariaDB
+    db_user: str = "slurm"  # StorageUser
+    # pyxis (NVIDIA's SPANK plugin): where container_runtime installs it, and its runtime directory.
+    pyxis_plugin: str = "/usr/local/lib/slurm/spank_pyxis.so"
+    pyxis_runtime_path: str = "/run/pyxis"
+
+    @property
+    def prolog_glob(self) -> str:
+        return f"{self.config_dir}/prolog.d/*"
+
+    @property
+    def epilog_glob(self) -> str:
+        return f"{self.config_dir}/epilog.d/*"
+
+
+HOST_SETTINGS = SlurmHostSettings()
+TOPOLOGY_PLUGIN = "topology/tree"
+
+# slurm.conf keys whose change needs slurmctld and slurmd restarted (`scontrol reconfigure` does not
+# apply them). Their lines are the role's restart record (aiinfra_slurm_restart_settings): the role
+# restarts the daemons when the record changes, and reconfigures for any other change.
+RESTART_KEYS = (
+    "ClusterName", "SlurmctldHost", "SlurmctldPort", "SlurmdPort", "NodeName", "SelectType",
+    "SelectTypeParameters", "GresTypes", "AuthType", "ProctrackType", "TaskPlugin", "SlurmdSpoolDir",
+    "StateSaveLocation", "SlurmUser", "TopologyPlugin", "AccountingStorageType", "AccountingStorageHost",
+    "JobAcctGatherType", "PrologFlags", "SlurmctldParameters", "SlurmdParameters",
+)
 
 # RAM left to the OS, the page cache of the parallel file system and the daemons: a node whose
 # RealMemory exceeds what the kernel reports is drained, and a job may use all of RealMemory.
@@ -133,10 +173,16 @@ class SlurmModel:
     trust_node_config: bool
     health_check_interval_s: int
     options: list[str] = field(default_factory=list)  # version-gated extras
+    host: SlurmHostSettings = HOST_SETTINGS
 
     @property
     def accounting(self) -> bool:
         return bool(self.dbd_hosts)
+
+    @property
+    def topology_plugin(self) -> str | None:
+        """TopologyPlugin: the switch tree when topology.conf has switches."""
+        return TOPOLOGY_PLUGIN if self.switches else None
 
 
 def gpu_type(model: GpuModel) -> str:
@@ -310,38 +356,48 @@ def accounting(model: SlurmModel) -> dict:
     return {"cluster": model.cluster_name, "qos": model.qos}
 
 
-@renderer("slurm", "Slurm: slurm.conf, gres.conf, topology.conf, cgroup.conf, slurmdbd.conf, plugstack, QoS")
+def has_slurm(cluster: Cluster) -> bool:
+    return cluster.blueprint.slurm is not None and bool(cluster.groups_for_scheduler("slurm"))
+
+
+def _render(name: str, cluster: Cluster, model: SlurmModel) -> str:
+    return render_template(f"slurm/{name}.j2", m=model, env=cluster.env, source=cluster.source,
+                           preempt_mode=PREEMPT_MODE)
+
+
+def restart_settings(slurm_conf: str) -> list[str]:
+    """The lines of ``slurm_conf`` whose key is one of :data:`RESTART_KEYS`, in order."""
+    return [line for line in slurm_conf.splitlines() if "=" in line and line.split("=", 1)[0] in RESTART_KEYS]
+
+
+def role_inputs(cluster: Cluster) -> dict:
+    """``aiinfra_slurm_*``: what the slurm role (and container_runtime, for pyxis) take from the
+    render. The host settings always; the cluster's values null where the blueprint has no Slurm."""
+    out = {f"aiinfra_slurm_{name}": value for name, value in asdict(HOST_SETTINGS).items()}
+    model = slurm_model(cluster) if has_slurm(cluster) else None
+    out.update({
+        "aiinfra_slurm_cluster_name": model.cluster_name if model else None,
+        "aiinfra_slurm_state_save_location": model.state_save_location if model else None,
+        "aiinfra_slurm_topology_plugin": model.topology_plugin if model else None,
+        "aiinfra_slurm_accounting": accounting(model) if model and model.accounting else None,
+        "aiinfra_slurm_restart_settings": restart_settings(_render("slurm.conf", cluster, model)) if model else [],
+    })
+    return out
+
+
+@renderer("slurm", "Slurm: slurm.conf, gres.conf, topology.conf, cgroup.conf, slurmdbd.conf, plugstack")
 def render_slurm(cluster: Cluster, plan: ClusterPlan) -> Artifacts:
-    if cluster.blueprint.slurm is None or not cluster.groups_for_scheduler("slurm"):
+    if not has_slurm(cluster):
         return {}
     model = slurm_model(cluster)
-    ctx = {
-        "m": model,
-        "env": cluster.env,
-        "source": cluster.source,
-        "config_dir": CONFIG_DIR,
-        "health_check_program": HEALTH_CHECK_PROGRAM,
-        "prolog": PROLOG_GLOB,
-        "epilog": EPILOG_GLOB,
-        "pyxis_plugin": PYXIS_PLUGIN,
-        "db_name": ACCOUNTING_DB,
-        "db_user": ACCOUNTING_DB_USER,
-        "preempt_mode": PREEMPT_MODE,
-    }
     out = {
-        "slurm/slurm.conf": render_template("slurm/slurm.conf.j2", **ctx),
-        "slurm/gres.conf": render_template("slurm/gres.conf.j2", **ctx),
-        "slurm/cgroup.conf": render_template("slurm/cgroup.conf.j2", **ctx),
-        "slurm/plugstack.conf": render_template("slurm/plugstack.conf.j2", **ctx),
-        "slurm/plugstack.conf.d/pyxis.conf": render_template("slurm/pyxis.conf.j2", **ctx),
-        "slurm/nodecheck.json": json.dumps(node_checks(cluster), indent=2, sort_keys=True) + "\n",
+        f"slurm/{name}": _render(name, cluster, model)
+        for name in ("slurm.conf", "gres.conf", "cgroup.conf", "plugstack.conf")
     }
+    out["slurm/plugstack.conf.d/pyxis.conf"] = _render("pyxis.conf", cluster, model)
+    out["slurm/nodecheck.json"] = json.dumps(node_checks(cluster), indent=2, sort_keys=True) + "\n"
     if model.switches:
-        out["slurm/topology.conf"] = render_template("slurm/topology.conf.j2", **ctx)
+        out["slurm/topology.conf"] = _render("topology.conf", cluster, model)
     if model.accounting:
-        out["slurm/slurmdbd.conf"] = render_template("slurm/slurmdbd.conf.j2", **ctx)
-        out["slurm/accounting.yml"] = (
-            f"# Slurm accounting objects of '{cluster.env}', rendered by aiinfra. Do not edit.\n"
-            + dump_yaml(accounting(model))
-        )
+        out["slurm/slurmdbd.conf"] = _render("slurmdbd.conf", cluster, model)
     return out
