@@ -17,7 +17,8 @@ def run(*args):
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_size_serve_every_catalog_model(name):
-    args = ["serve", "--model", name, "--gpu", "h100-80gb", "--json"]
+    # PP across nodes is the blueprint's choice too (pp: 1 by default): 405B needs two nodes
+    args = ["serve", "--model", name, "--gpu", "h100-80gb", "--pp", "auto", "--json"]
     if name == "gpt3-175b":
         args += ["--max-model-len", "2048"]
     result = run(*args)
@@ -46,15 +47,21 @@ def test_issue_example_serve():
 
 
 def test_issue_example_train():
-    # Llama 3 paper Table 4 layout (TP 8, PP 16, DP 64 on 8,192 GPUs, 16M-token batches)
+    # Llama 3 paper Table 4 layout (TP 8, PP 16, DP 64 on 8,192 GPUs, 16M-token batches). With the
+    # blueprint's defaults (Megatron, distributed optimizer = ZeRO stage 1, selective recomputation)
+    # it does not fit; with full recomputation it does, at a lower MFU than the paper's 43 %
     result = run("train", "--model", "llama3-405b", "--gpus", "8192", "--tp", "8", "--pp", "16", "--dp", "64",
                  "--seq-len", "8192", "--global-batch-tokens", "16777216", "--json")
+    assert result.exit_code == 1 and "try full recomputation" in result.stderr
+    result = run("train", "--model", "llama3-405b", "--gpus", "8192", "--tp", "8", "--pp", "16", "--dp", "64",
+                 "--seq-len", "8192", "--global-batch-tokens", "16777216", "--recompute", "full", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     lay = data["layout"]
     assert (lay["tp"], lay["pp"], lay["dp"], lay["global_batch"]) == (8, 16, 64, 2048)
+    assert (lay["zero_stage"], lay["recompute"]) == (1, "full")
     assert data["memory"]["fits"]
-    assert 0.3 < data["mfu"] < 0.5
+    assert 0.2 < data["mfu"] < 0.43
     assert data["reliability"]["mtbf_s"] > 0
 
 

@@ -230,6 +230,9 @@ def _dev(changes: dict | None = None) -> dict:
     ({(0, "extra_args"): ["--global-batch-size", "128"]}, "train-extra-arg-conflict"),
     ({(0, "checkpoint_dir"): "/scratch/ckpt"}, "train-checkpoint-outside-lustre"),
     ({(1, "checkpoint_dir"): "/scratch/ckpt"}, "train-checkpoint-not-mounted"),
+    ({(0, "zero_stage"): 3}, "train-megatron-sharding"),  # the distributed optimizer is ZeRO stage 1
+    ({(0, "fsdp"): True}, "train-megatron-sharding"),
+    ({(1, "zero_stage"): 2}, None),  # DeepSpeed runs every stage
 ])
 def test_validator_problems(changes, expected):
     found = _problems(_dev(changes))

@@ -1,12 +1,13 @@
-"""Training jobs (``cluster`` phase): what the planner's preflight does not see (an image to run,
-a place for checkpoints, framework limits), so that every job `validate` accepts is resolved by
-the plan and rendered. Problem ids: :data:`PROBLEM_IDS` (documented in docs/validation.md)."""
+"""Training jobs: sharding the framework cannot run (``blueprint`` phase, before the planner sizes
+memory for it), and (``cluster`` phase) what the planner's preflight does not see (an image to
+run, a place for checkpoints, framework limits), so that every job `validate` accepts is resolved
+by the plan and rendered. Problem ids: :data:`PROBLEM_IDS` (documented in docs/validation.md)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from aiinfra.checks.registry import validator
+from aiinfra.checks.registry import BlueprintView, validator
 from aiinfra.errors import Level, Problem
 from aiinfra.plan.cluster import ClusterPlan
 from aiinfra.plan.jobs import (
@@ -17,6 +18,7 @@ from aiinfra.plan.jobs import (
     rendered_flags,
     under,
 )
+from aiinfra.plan.training import job_sharding_problem
 from aiinfra.spec.cluster import Cluster
 from aiinfra.spec.models import TrainingJob
 
@@ -32,6 +34,7 @@ PROBLEM_IDS = {
     "train-offload-needs-deepspeed": Level.ERROR,
     "train-extra-arg-conflict": Level.ERROR,
     "train-uneven-pipeline-vpp": Level.ERROR,
+    "train-megatron-sharding": Level.ERROR,
 }
 
 
@@ -102,6 +105,19 @@ def _extra_arg_conflicts(resolved: ResolvedJob, i: int, job: TrainingJob) -> Ite
             yield Problem(("training", i, "extra_args", j), "train-extra-arg-conflict",
                           f"{arg.split('=')[0]} is rendered from the plan and the blueprint",
                           hint="change the job's keys (tp, micro_batch, ...) instead of passing it again")
+
+
+@validator("blueprint")
+def training_sharding_checks(view: BlueprintView) -> Iterator[Problem]:
+    """ZeRO sharding the job's framework cannot run (Megatron-LM: the distributed optimizer only),
+    refused before the planner sizes memory for it."""
+    for i, job in enumerate(view.bp.training):
+        why = job_sharding_problem(job)
+        if why:
+            key = "fsdp" if job.fsdp else "zero_stage"
+            yield Problem(("training", i, key), "train-megatron-sharding", why,
+                          hint="zero_stage: 1 with distributed_optimizer: true (or 0 without), or framework: "
+                               "deepspeed for ZeRO stages 2 and 3")
 
 
 @validator("cluster")

@@ -9,24 +9,29 @@ Exit codes: 0 ok; 1 the request cannot be planned (PlanError) or the blueprint h
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar, get_args
 
 import typer
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from aiinfra.catalog.gpus import gpu
+from aiinfra.catalog.defaults import DEFAULT_GPU_ANNUAL_FAILURE_RATE
+from aiinfra.catalog.formats import numeric_format
 from aiinfra.catalog.models import LlmArchitecture, custom_architecture, model
 from aiinfra.plan.cluster import ClusterPlan
 from aiinfra.plan.common import DAY_S, GB, GIB, PlanError
 from aiinfra.plan.power import PowerPlan
 from aiinfra.plan.reliability import ReliabilityPlan, plan_reliability
-from aiinfra.plan.serving import ServingPlan, ServingRequest, plan_serving
-from aiinfra.plan.training import TrainingPlan, TrainingRequest, plan_training
+from aiinfra.plan.serving import ServingPlan, plan_serving, serving_request_from_deployment
+from aiinfra.plan.training import TrainingPlan, plan_training, training_request_from_job, with_overrides
+from aiinfra.spec.models import ServingDeployment, TrainingJob
 from aiinfra.spec.units import parse_bytes_per_s
 
 size_app = typer.Typer(
@@ -38,6 +43,7 @@ size_app = typer.Typer(
 )
 
 Plan = TrainingPlan | ServingPlan | ReliabilityPlan | PowerPlan
+SpecModel = TypeVar("SpecModel", bound=BaseModel)
 
 
 class _Usage(Exception):
@@ -58,9 +64,12 @@ def parse_count(value: str, what: str) -> float:
     return float(m.group(1)) * _SCALE[m.group(2)]
 
 
-def parse_auto(value: str | None, what: str) -> int | None:
-    if value is None or value.strip().lower() == "auto":
+def _auto_or_int(value: str | None, what: str) -> int | str | None:
+    """A layout flag as a blueprint key takes it: a positive integer or 'auto' (None: not given)."""
+    if value is None:
         return None
+    if value.strip().lower() == "auto":
+        return "auto"
     try:
         n = int(value)
     except ValueError:
@@ -68,6 +77,45 @@ def parse_auto(value: str | None, what: str) -> int | None:
     if n < 1:
         raise _Usage(f"--{what}: expected a positive integer or 'auto', got {n}")
     return n
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """The flags the user gave: the others take the blueprint's defaults."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+#: Name and node group of the blueprint entry ``aiinfra size`` builds (the plan shows no name).
+SIZE_NAME = "size"
+#: Blueprint keys whose flag is named differently.
+_FLAG_OF = {"virtual_pipeline_stages": "vpp", "kv_cache_dtype": "kv-dtype", "quantization": "quant",
+            "target_tokens_per_s": "target-tokens-per-s", "speculative": "draft"}
+
+
+def _spec(cls: type[SpecModel], data: dict[str, Any]) -> SpecModel:
+    """The blueprint entry the flags describe, validated as the blueprint would be (bad values: exit 2)."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = str(first["loc"][0]) if first["loc"] else ""
+        raise _Usage(f"--{_FLAG_OF.get(key, key.replace('_', '-'))}: {first['msg']}") from None
+
+
+def _model_key(name: str | None, arch: LlmArchitecture) -> tuple[str, dict[str, Any] | None]:
+    """The entry's ``model`` and the custom architectures it may name (the blueprint's ``models:``)."""
+    return (name, None) if name else (arch.name, {arch.name: arch})
+
+
+def _quantization(quant: str, dtype: str | None) -> dict[str, str]:
+    """``--quant`` as the blueprint's ``quantization`` (and ``dtype`` for a 16-bit format)."""
+    fmt = numeric_format(quant)  # KeyError with a suggestion for unknown names
+    if fmt.name in get_args(ServingDeployment.model_fields["quantization"].annotation):
+        return {"quantization": fmt.name}
+    if not fmt.quantized:  # bf16 / fp16 ("none"): served in that dtype
+        if dtype is not None and dtype != fmt.name:
+            raise _Usage(f"--quant {quant} and --dtype {dtype} disagree")
+        return {"quantization": "none", "dtype": fmt.name}
+    raise _Usage(f"--quant {quant}: not a quantization a deployment can serve")
 
 
 def _architecture(
@@ -279,18 +327,18 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")
 def size_serve(
     model_name: Annotated[str | None, typer.Option("--model", "-m", help="catalog model, e.g. llama3-70b")] = None,
     gpu_name: Annotated[str, typer.Option("--gpu", help="GPU model, e.g. h100-80gb")] = "h100-80gb",
-    quant: Annotated[str, typer.Option("--quant", help="none|bf16|fp16|fp8|int8|awq-int4|gptq-int4")] = "none",
-    dtype: Annotated[str, typer.Option("--dtype", help="model dtype: bf16|fp16")] = "bf16",
-    kv_dtype: Annotated[str, typer.Option("--kv-dtype", help="auto (model dtype) | fp8")] = "auto",
-    max_model_len: Annotated[int, typer.Option("--max-model-len", help="tokens per sequence")] = 8192,
-    util: Annotated[float, typer.Option("--gpu-memory-utilization", help="vLLM memory fraction")] = 0.9,
-    tp: Annotated[str, typer.Option("--tp", help="tensor parallel size or auto")] = "auto",
-    pp: Annotated[str, typer.Option("--pp", help="pipeline parallel size or auto")] = "auto",
+    quant: Annotated[str | None, typer.Option("--quant", help="none|fp8|int8|awq-int4|gptq-int4")] = None,
+    dtype: Annotated[str | None, typer.Option("--dtype", help="model dtype: bf16|fp16")] = None,
+    kv_dtype: Annotated[str | None, typer.Option("--kv-dtype", help="auto (model dtype) | fp8")] = None,
+    max_model_len: Annotated[int | None, typer.Option("--max-model-len", help="tokens per sequence")] = None,
+    util: Annotated[float | None, typer.Option("--gpu-memory-utilization", help="vLLM memory fraction")] = None,
+    tp: Annotated[str | None, typer.Option("--tp", help="tensor parallel size or auto")] = None,
+    pp: Annotated[str | None, typer.Option("--pp", help="pipeline parallel size or auto")] = None,
     replicas: Annotated[int | None, typer.Option("--replicas", help="replicas (default: from the target)")] = None,
     target: Annotated[float | None, typer.Option("--target-tokens-per-s", help="aggregate decode tokens/s")] = None,
     draft: Annotated[str | None, typer.Option("--draft", help="speculative draft model")] = None,
-    num_spec: Annotated[int, typer.Option("--num-speculative-tokens", help="draft length")] = 5,
-    acceptance: Annotated[float, typer.Option("--acceptance-rate", help="per-token acceptance")] = 0.7,
+    num_spec: Annotated[int | None, typer.Option("--num-speculative-tokens", help="draft length")] = None,
+    acceptance: Annotated[float | None, typer.Option("--acceptance-rate", help="per-token acceptance")] = None,
     context: Annotated[int | None, typer.Option("--context-len", help="roofline context (default max-model-len/2)")] = None,
     gpus_per_node: Annotated[int, typer.Option("--gpus-per-node")] = 8,
     layers: LayersOpt = None,
@@ -303,23 +351,26 @@ def size_serve(
     experts_per_token: ExpertsPerTokenOpt = 1,
     as_json: JsonOpt = False,
 ) -> None:
-    """Weights, KV cache, blocks, TP/PP, decode roofline, speculation and replicas of a deployment."""
+    """Weights, KV cache, blocks, TP/PP, decode roofline, speculation and replicas of a deployment.
+
+    Unset flags take the blueprint's defaults (a ``serving:`` entry): the request is built by the
+    blueprint's own builder, :func:`aiinfra.plan.serving.serving_request_from_deployment`."""
 
     def body() -> None:
         arch = _architecture(model_name, layers, hidden, ffn, heads, kv_heads, vocab, experts, experts_per_token)
-        if (draft is None) and num_spec != 5:
-            raise _Usage("--num-speculative-tokens needs --draft")
-        fmt = dtype if quant.strip().lower() == "none" else quant
-        req = ServingRequest(
-            model=arch, gpu=gpu(gpu_name), gpus_per_node=gpus_per_node, weight_format=fmt, dtype=dtype,
-            kv_dtype=kv_dtype, max_model_len=max_model_len, gpu_memory_utilization=util,
-            tp=parse_auto(tp, "tp"), pp=parse_auto(pp, "pp"), replicas=replicas, target_tokens_per_s=target,
-            draft=model(draft) if draft else None, num_speculative_tokens=num_spec, acceptance_rate=acceptance,
-            avg_context_len=context,
-        )
-        if dtype not in ("bf16", "fp16"):
-            raise _Usage(f"--dtype must be bf16 or fp16, got '{dtype}'")
-        req.format  # noqa: B018  (unknown format names fail here with a suggestion)
+        if draft is None and (num_spec is not None or acceptance is not None):
+            raise _Usage("--num-speculative-tokens and --acceptance-rate need --draft")
+        fields: dict[str, Any] = {"dtype": dtype, "kv_cache_dtype": kv_dtype, "max_model_len": max_model_len,
+                                  "gpu_memory_utilization": util, "tp": _auto_or_int(tp, "tp"),
+                                  "pp": _auto_or_int(pp, "pp"), "replicas": replicas, "target_tokens_per_s": target}
+        if quant is not None:
+            fields.update(_quantization(quant, dtype))
+        if draft is not None:
+            fields["speculative"] = _given(draft_model=draft, num_tokens=num_spec, acceptance_rate=acceptance)
+        key, custom = _model_key(model_name, arch)
+        dep = _spec(ServingDeployment, {"name": SIZE_NAME, "model": key, "node_group": SIZE_NAME, **_given(**fields)})
+        req = replace(serving_request_from_deployment(dep, gpu_name, gpus_per_node, custom),
+                      name="", avg_context_len=context)
         plan = plan_serving(req)
         if as_json:
             _emit_json(plan.to_dict())
@@ -338,28 +389,29 @@ def size_train(
     gpu_name: Annotated[str, typer.Option("--gpu", help="GPU model")] = "h100-80gb",
     gpus: Annotated[int | None, typer.Option("--gpus", help="GPUs of the job")] = None,
     gpus_per_node: Annotated[int, typer.Option("--gpus-per-node")] = 8,
-    tp: Annotated[str, typer.Option("--tp", help="tensor parallel or auto")] = "auto",
-    pp: Annotated[str, typer.Option("--pp", help="pipeline parallel or auto")] = "auto",
-    dp: Annotated[str, typer.Option("--dp", help="data parallel or auto")] = "auto",
-    cp: Annotated[str, typer.Option("--cp", help="context parallel or auto")] = "1",
-    vpp: Annotated[str, typer.Option("--vpp", help="virtual pipeline stages or auto")] = "auto",
-    seq_len: Annotated[int, typer.Option("--seq-len", help="tokens per sequence")] = 8192,
-    micro_batch: Annotated[int, typer.Option("--micro-batch", help="sequences per micro-batch")] = 1,
+    tp: Annotated[str | None, typer.Option("--tp", help="tensor parallel or auto")] = None,
+    pp: Annotated[str | None, typer.Option("--pp", help="pipeline parallel or auto")] = None,
+    dp: Annotated[str | None, typer.Option("--dp", help="data parallel or auto")] = None,
+    cp: Annotated[str | None, typer.Option("--cp", help="context parallel or auto")] = None,
+    vpp: Annotated[str | None, typer.Option("--vpp", help="virtual pipeline stages or auto")] = None,
+    seq_len: Annotated[int | None, typer.Option("--seq-len", help="tokens per sequence")] = None,
+    micro_batch: Annotated[int | None, typer.Option("--micro-batch", help="sequences per micro-batch")] = None,
     global_batch: Annotated[int | None, typer.Option("--global-batch", help="sequences per step")] = None,
     global_batch_tokens: Annotated[str | None, typer.Option("--global-batch-tokens", help="tokens per step")] = None,
-    precision: Annotated[str, typer.Option("--precision", help="bf16|fp8")] = "bf16",
-    framework: Annotated[str, typer.Option("--framework", help="megatron|deepspeed")] = "megatron",
-    zero_stage: Annotated[str, typer.Option("--zero-stage", help="0-3 or auto")] = "auto",
-    fsdp: Annotated[bool, typer.Option("--fsdp", help="fully sharded data parallel (ZeRO-3)")] = False,
-    recompute: Annotated[str, typer.Option("--recompute", help="none|selective|full|auto")] = "auto",
-    sequence_parallel: Annotated[bool, typer.Option("--sequence-parallel/--no-sequence-parallel")] = True,
-    distributed_optimizer: Annotated[bool, typer.Option("--distributed-optimizer/--no-distributed-optimizer")] = True,
+    precision: Annotated[str | None, typer.Option("--precision", help="bf16|fp8")] = None,
+    framework: Annotated[str | None, typer.Option("--framework", help="megatron|deepspeed")] = None,
+    zero_stage: Annotated[int | None, typer.Option("--zero-stage", help="0-3 (Megatron: 0 or 1)")] = None,
+    fsdp: Annotated[bool | None, typer.Option("--fsdp/--no-fsdp", help="fully sharded (DeepSpeed ZeRO-3)")] = None,
+    recompute: Annotated[str | None, typer.Option("--recompute", help="none|selective|full")] = None,
+    sequence_parallel: Annotated[bool | None, typer.Option("--sequence-parallel/--no-sequence-parallel")] = None,
+    distributed_optimizer: Annotated[
+        bool | None, typer.Option("--distributed-optimizer/--no-distributed-optimizer")] = None,
     mfu: Annotated[float | None, typer.Option("--mfu", help="end-to-end MFU (fraction of peak)")] = None,
     achieved: Annotated[float | None, typer.Option("--achieved-tflops", help="end-to-end TFLOP/s per GPU")] = None,
     tokens: Annotated[str | None, typer.Option("--tokens", help="token budget, e.g. 15T or 15e12")] = None,
     allow_tp_across_nodes: Annotated[bool, typer.Option("--allow-tp-across-nodes")] = False,
     storage_bandwidth: Annotated[str, typer.Option("--storage-bandwidth", help="checkpoint bandwidth")] = "1TB/s",
-    afr: Annotated[float, typer.Option("--afr", help="per-GPU annual failure rate")] = 0.05,
+    afr: Annotated[float, typer.Option("--afr", help="per-GPU annual failure rate")] = DEFAULT_GPU_ANNUAL_FAILURE_RATE,
     layers: LayersOpt = None,
     hidden: HiddenOpt = None,
     ffn: FfnOpt = None,
@@ -370,45 +422,47 @@ def size_train(
     experts_per_token: ExpertsPerTokenOpt = 1,
     as_json: JsonOpt = False,
 ) -> None:
-    """Memory per GPU, parallel layout, step time, tokens/s and the token budget of a training job."""
+    """Memory per GPU, parallel layout, step time, tokens/s and the token budget of a training job.
+
+    Unset flags take the blueprint's defaults (a ``training:`` entry): the request is built by the
+    blueprint's own builder, :func:`aiinfra.plan.training.training_request_from_job`, and planned
+    by the same search."""
 
     def body() -> None:
         arch = _architecture(model_name, layers, hidden, ffn, heads, kv_heads, vocab, experts, experts_per_token)
-        layout = {k: parse_auto(v, k) for k, v in (("tp", tp), ("pp", pp), ("dp", dp), ("cp", cp), ("vpp", vpp))}
+        layout = {k: _auto_or_int(v, k) for k, v in (("tp", tp), ("pp", pp), ("dp", dp), ("cp", cp), ("vpp", vpp))}
         n = gpus
         if n is None:
-            if all(layout[k] is not None for k in ("tp", "pp", "dp", "cp")):
-                n = layout["tp"] * layout["pp"] * layout["dp"] * layout["cp"]  # type: ignore[operator]
-            else:
+            sizes = [layout[k] for k in ("tp", "pp", "dp", "cp")]
+            if not all(isinstance(x, int) for x in sizes):
                 raise _Usage("give --gpus N (or all of --tp --pp --dp --cp)")
+            n = math.prod(sizes)  # type: ignore[arg-type]
         if global_batch is not None and global_batch_tokens is not None:
             raise _Usage("give --global-batch (sequences) or --global-batch-tokens, not both")
         if mfu is not None and achieved is not None:
             raise _Usage("give --mfu or --achieved-tflops, not both")
-        rc = recompute.strip().lower()
-        if rc not in ("none", "selective", "full", "auto"):
-            raise _Usage(f"--recompute must be none, selective, full or auto, got '{recompute}'")
-        zs = zero_stage.strip().lower()
-        if zs not in ("auto", "0", "1", "2", "3"):
-            raise _Usage(f"--zero-stage must be 0, 1, 2, 3 or auto, got '{zero_stage}'")
-        if precision not in ("bf16", "fp16", "fp8"):
-            raise _Usage(f"--precision must be bf16 or fp8, got '{precision}'")
-        if framework not in ("megatron", "deepspeed"):
-            raise _Usage(f"--framework must be megatron or deepspeed, got '{framework}'")
+        if n > gpus_per_node and n % gpus_per_node:
+            raise PlanError(f"{n} GPUs is not a whole number of {gpus_per_node}-GPU nodes")
+        per_node = min(n, gpus_per_node)
         gbt = int(parse_count(global_batch_tokens, "--global-batch-tokens")) if global_batch_tokens else None
         budget = parse_count(tokens, "--tokens") if tokens else None
         try:
             bandwidth = parse_bytes_per_s(storage_bandwidth)
         except ValueError as exc:
             raise _Usage(f"--storage-bandwidth: {exc}") from None
-        req = TrainingRequest(
-            model=arch, gpu=gpu(gpu_name), gpus=n, gpus_per_node=gpus_per_node,
-            tp=layout["tp"], pp=layout["pp"], dp=layout["dp"], cp=layout["cp"], vpp=layout["vpp"],
+        key, custom = _model_key(model_name, arch)
+        given = _given(
+            tp=layout["tp"], pp=layout["pp"], dp=layout["dp"], cp=layout["cp"], virtual_pipeline_stages=layout["vpp"],
             seq_len=seq_len, micro_batch=micro_batch, global_batch=global_batch, global_batch_tokens=gbt,
-            precision=precision, framework=framework, zero_stage=None if zs == "auto" else int(zs), fsdp=fsdp,
-            recompute=None if rc == "auto" else rc, sequence_parallel=sequence_parallel,
-            distributed_optimizer=distributed_optimizer, tokens=budget, mfu=mfu, achieved_tflops=achieved,
-            allow_tp_across_nodes=allow_tp_across_nodes,
+            precision=precision, framework=framework, zero_stage=zero_stage, fsdp=fsdp, recompute=recompute,
+            sequence_parallel=sequence_parallel, distributed_optimizer=distributed_optimizer, mfu=mfu,
+        )
+        # a blueprint job always has a token budget; without --tokens the plan has none (no time, no energy)
+        job = _spec(TrainingJob, {"name": SIZE_NAME, "model": key, "node_group": SIZE_NAME, "nodes": n // per_node,
+                                  "tokens": budget if budget is not None else 1.0, **given})
+        req = with_overrides(
+            training_request_from_job(job, gpu_name, per_node, custom),
+            name="", tokens=budget, achieved_tflops=achieved, allow_tp_across_nodes=allow_tp_across_nodes,
         )
         plan = plan_training(req)
         rel = plan_reliability(n, arch.params, bandwidth, afr)

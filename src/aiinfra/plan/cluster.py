@@ -9,11 +9,18 @@ resolved workloads; :mod:`aiinfra.pipeline` calls it once and hands the result f
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ClusterShell.NodeSet import NodeSet
 
+from aiinfra.catalog.defaults import (
+    DEFAULT_GPU_ANNUAL_FAILURE_RATE,
+    DEFAULT_INTER_NODE_LINK,
+    DEFAULT_NODE_OVERHEAD_W,
+    DEFAULT_PUE,
+)
 from aiinfra.catalog.gpus import gpu
 from aiinfra.errors import Level, Problem
 from aiinfra.plan.claims import ClaimCheck, check_quantized_fits_claim, check_training_days_claim
@@ -24,7 +31,7 @@ from aiinfra.plan.power import NodePower, PowerPlan, plan_power
 from aiinfra.plan.reliability import ReliabilityPlan, plan_reliability
 from aiinfra.plan.serving import ServingPlan, plan_serving, serving_request_from_deployment
 from aiinfra.plan.training import TrainingPlan, plan_training, training_request_from_job
-from aiinfra.spec.cluster import Cluster
+from aiinfra.spec.cluster import Cluster, Group
 from aiinfra.spec.models import Blueprint
 
 
@@ -56,25 +63,25 @@ class ClusterPlan:
         }
 
 
-def _group_gpus(bp: Blueprint) -> dict[str, tuple[str | None, int, int]]:
-    """node group name -> (GPU model, GPUs per node, nodes)."""
-    out = {}
-    for g in bp.node_groups:
-        nt = bp.node_types.get(g.type)
-        spec = nt.gpu if nt is not None else None
-        out[g.name] = (spec.model if spec else None, spec.count if spec else 0, len(NodeSet(g.hosts)))
-    return out
+def _group_gpus(groups: Iterable[Group]) -> dict[str, tuple[str | None, int, int]]:
+    """node group name -> (GPU model, GPUs per node, nodes), read from the Cluster's groups."""
+    return {g.name: (g.node_type.gpu.model if g.node_type.gpu else None, g.gpus_per_node, g.node_count)
+            for g in groups}
 
 
-def plan_blueprint(bp: Blueprint) -> ClusterPlan:
-    """Plan every job and deployment of a blueprint; problems instead of exceptions."""
-    groups = _group_gpus(bp)
+def plan_blueprint(bp: Blueprint, groups: Iterable[Group] | None = None) -> ClusterPlan:
+    """Plan every job and deployment of a blueprint; problems instead of exceptions. ``groups``: the
+    Cluster's node groups (built from the blueprint's hostlists when not given)."""
+    if groups is None:
+        groups = [Group(g, bp.node_types[g.type], tuple(NodeSet(g.hosts)))
+                  for g in bp.node_groups if g.type in bp.node_types]
+    groups = _group_gpus(groups)
     problems: list[Problem] = []
     training: list[tuple[TrainingPlan, ReliabilityPlan | None]] = []
     serving: list[ServingPlan] = []
-    link = bp.fabric.rate if bp.fabric is not None else "ndr400"
+    link = bp.fabric.rate if bp.fabric is not None else DEFAULT_INTER_NODE_LINK
     lustre = bp.storage.lustre if bp.storage is not None else None
-    afr = bp.site.gpu_annual_failure_rate if bp.site is not None else 0.05
+    afr = bp.site.gpu_annual_failure_rate if bp.site is not None else DEFAULT_GPU_ANNUAL_FAILURE_RATE
 
     for i, job in enumerate(bp.training):
         path = ("training", i)
@@ -133,8 +140,8 @@ def plan_blueprint(bp: Blueprint) -> ClusterPlan:
         site = bp.site
         power = plan_power(
             node_power,
-            node_overhead_w=site.node_overhead_w if site else 2000,
-            pue=site.pue if site else 1.2,
+            node_overhead_w=site.node_overhead_w if site else DEFAULT_NODE_OVERHEAD_W,
+            pue=site.pue if site else DEFAULT_PUE,
             budget_kw=site.power_budget if site else None,
         )
         if not power.fits:
@@ -168,6 +175,6 @@ def plan_blueprint(bp: Blueprint) -> ClusterPlan:
 def plan_cluster(cluster: Cluster) -> ClusterPlan:
     """The plan of a built Cluster with its workloads resolved. Pure: the pipeline computes it once
     and hands it to the checks, every renderer and the executors."""
-    base = plan_blueprint(cluster.blueprint)
+    base = plan_blueprint(cluster.blueprint, cluster.groups.values())
     return replace(base, jobs=resolve_jobs(cluster, base.training),
                    deployments=resolve_deployments(cluster, base.serving))

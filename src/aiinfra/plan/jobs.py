@@ -17,7 +17,7 @@ from typing import Any
 from aiinfra.catalog.models import LlmArchitecture
 from aiinfra.plan.fabric_env import nccl_env
 from aiinfra.plan.reliability import ReliabilityPlan
-from aiinfra.plan.training import TrainingPlan, stage_layer_counts
+from aiinfra.plan.training import FRAMEWORK_ZERO_STAGES, TrainingPlan, stage_layer_counts
 from aiinfra.spec.cluster import Cluster, Group
 from aiinfra.spec.models import TrainingJob
 
@@ -118,11 +118,13 @@ class ResolvedJob:
     def to_dict(self) -> dict[str, Any]:
         """What the job runs, as ``aiinfra plan --json`` prints it (the rendered files say the same)."""
         lay = self.plan.layout
+        slurm = self.scheduler == "slurm"  # --switches and --cpus-per-task exist only in a Slurm allocation
         return {
             "name": self.name, "framework": self.framework, "scheduler": self.scheduler, "node_group": self.group.name,
             "nodes": self.nodes, "gpus_per_node": self.gpus_per_node, "world_size": self.world_size,
             "image": self.image, "partition": self.partition, "time_limit": self.time_limit,
-            "switches": self.switches, "tasks_per_node": self.tasks_per_node, "cpus_per_task": self.cpus_per_task,
+            "switches": self.switches if slurm else None, "tasks_per_node": self.tasks_per_node,
+            "cpus_per_task": self.cpus_per_task if slurm else None,
             "layout": {"tp": lay.tp, "pp": lay.pp, "vpp": lay.vpp, "cp": lay.cp, "dp": lay.dp,
                        "micro_batch": lay.micro_batch, "global_batch": lay.global_batch,
                        "recompute": lay.recompute, "zero_stage": lay.zero_stage},
@@ -189,7 +191,10 @@ def megatron_args(plan: TrainingPlan, job: TrainingJob, ckpt: Checkpointing, tra
     args += ["--context-parallel-size", str(lay.cp)]
     if r.sequence_parallel and lay.tp > 1:
         args.append("--sequence-parallel")
-    if r.distributed_optimizer:
+    # the planned sharding: stage 1 is the distributed optimizer (optimizer states sharded), stage 0
+    # plain data parallelism; the planner offers Megatron nothing else (FRAMEWORK_ZERO_STAGES)
+    assert lay.zero_stage in FRAMEWORK_ZERO_STAGES["megatron"], "the planner offers Megatron stages 0 and 1 only"
+    if lay.zero_stage >= 1:
         args.append("--use-distributed-optimizer")
     if lay.recompute == "selective":
         args.append("--recompute-activations")
@@ -238,7 +243,8 @@ def megatron_args(plan: TrainingPlan, job: TrainingJob, ckpt: Checkpointing, tra
 
 
 def deepspeed_config(plan: TrainingPlan, job: TrainingJob) -> dict[str, Any]:
-    """DeepSpeed JSON: batch sizes (train_batch_size = micro x accumulation x DP), ZeRO, bf16."""
+    """DeepSpeed JSON: batch sizes (train_batch_size = micro x accumulation x DP), ZeRO (the planned
+    stage, the one the memory plan assumed), bf16."""
     lay = plan.layout
     accumulation = lay.num_microbatches
     assert lay.micro_batch * accumulation * lay.dp == lay.global_batch, "the planner checks the batch divides"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from aiinfra.catalog.defaults import DEFAULT_NODE_OVERHEAD_W, DEFAULT_PUE
 from aiinfra.catalog.gpus import GpuModel
 from aiinfra.plan.common import PlanError
 
@@ -61,8 +62,8 @@ class PowerPlan:
 
 def plan_power(
     groups: list[NodePower],
-    node_overhead_w: float = 2000,
-    pue: float = 1.2,
+    node_overhead_w: float = DEFAULT_NODE_OVERHEAD_W,
+    pue: float = DEFAULT_PUE,
     budget_kw: float | None = None,
     cpu_node_w: float = DEFAULT_CPU_NODE_W,
 ) -> PowerPlan:

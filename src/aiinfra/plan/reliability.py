@@ -1,6 +1,7 @@
 """Reliability: cluster MTBF, checkpoint size and write time, Young/Daly interval, goodput.
 
-- Failures: each GPU fails independently at ``afr`` per year (the brief: 5 %/year), so a job on
+- Failures: each GPU fails independently at ``afr`` per year (default: the brief's, in
+  :mod:`aiinfra.catalog.defaults`), so a job on
   n GPUs sees n x afr failures a year: MTBF = 8,760 h / (n x afr).
 - Checkpoint: bf16 weights (2 bytes/parameter) + fp32 master weights, Adam momentum and variance
   (12 bytes/parameter) = 14 bytes/parameter, written at the storage's aggregate bandwidth.
@@ -16,11 +17,12 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from aiinfra.catalog.defaults import DEFAULT_GPU_ANNUAL_FAILURE_RATE
 from aiinfra.plan.common import HOUR_S, YEAR_H, PlanError
 
 CHECKPOINT_BYTES_PER_PARAM = 14
 DEFAULT_RESTART_S = 600.0  # detect the failure, requeue, reload the checkpoint
-DEFAULT_AFR = 0.05
+DEFAULT_AFR = DEFAULT_GPU_ANNUAL_FAILURE_RATE  # aiinfra.catalog.defaults
 
 
 def cluster_mtbf_s(gpus: int, annual_failure_rate: float = DEFAULT_AFR) -> float:

@@ -506,10 +506,16 @@ def serving_request_from_deployment(
 ) -> ServingRequest:
     """Map a blueprint ``ServingDeployment`` (aiinfra.spec.models) onto a request.
 
+    The one request builder: the blueprint path (:func:`aiinfra.plan.cluster.plan_blueprint`) and
+    ``aiinfra size serve`` (which builds a ``ServingDeployment`` from its flags) both call it.
     ``quantization: none`` serves in ``dtype``. KeyError for unknown model / GPU / draft names.
     """
     auto = lambda v: None if v == "auto" else v  # noqa: E731
     spec = dep.speculative
+    speculation: dict[str, Any] = {}
+    if spec is not None:
+        speculation = {"draft": resolve_model(spec.draft_model, custom_models),
+                       "num_speculative_tokens": spec.num_tokens, "acceptance_rate": spec.acceptance_rate}
     return ServingRequest(
         model=resolve_model(dep.model, custom_models),
         gpu=gpu(gpu_name),
@@ -523,8 +529,6 @@ def serving_request_from_deployment(
         pp=auto(dep.pp),
         replicas=auto(dep.replicas),
         target_tokens_per_s=dep.target_tokens_per_s,
-        draft=resolve_model(spec.draft_model, custom_models) if spec else None,
-        num_speculative_tokens=spec.num_tokens if spec else 5,
-        acceptance_rate=spec.acceptance_rate if spec else 0.7,
         name=dep.name,
+        **speculation,
     )

@@ -5,7 +5,8 @@ Formulas (docs/planner.md states them with their sources):
   ``w`` bytes, gradients ``g`` bytes, optimizer 12 bytes (fp32 master, momentum, variance).
   Megatron keeps fp32 gradients (``g = 4``, Megatron-LM docs: 18 bytes, or 6 + 12/d with the
   distributed optimizer); DeepSpeed keeps 16-bit gradients (``g = 2``: 16 bytes, ZeRO stages
-  4 + 12/d, 2 + 14/d, 16/d). Sharding is over the data-parallel group (times context parallel).
+  4 + 12/d, 2 + 14/d, 16/d). Sharding is over the data-parallel group (times context parallel),
+  and only as far as the framework shards (:data:`FRAMEWORK_ZERO_STAGES`).
 - Activations per layer (Korthikanti et al. 2022), generalised to GQA and gated MLPs; with
   flash attention the s^2 attention-score terms are not stored.
 - Training FLOPs per token: 6 x (weights that multiply) + 12 x layers x s x (heads x head_dim)
@@ -19,6 +20,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from aiinfra.catalog.defaults import DEFAULT_INTER_NODE_LINK, DEFAULT_NODE_OVERHEAD_W, DEFAULT_PUE
 from aiinfra.catalog.gpus import GpuModel, gpu
 from aiinfra.catalog.links import link_rate
 from aiinfra.catalog.models import LlmArchitecture, resolve_model
@@ -40,12 +42,18 @@ CP_EXPOSED = 0.5  # ring attention K/V exchange, partly overlapped with attentio
 RUNTIME_OVERHEAD_BYTES = 3 * GIB
 #: Global batch when the request gives none: about 4M tokens (Llama 2 / GPT-3 scale).
 DEFAULT_GLOBAL_BATCH_TOKENS = 4 * 2**20
-#: Non-GPU node power and PUE when the request does not give a site.
-DEFAULT_NODE_OVERHEAD_W = 2000
-DEFAULT_PUE = 1.2
 
 RECOMPUTE_LEVELS = ("none", "selective", "full")
 FRAMEWORKS = ("megatron", "deepspeed")
+#: ZeRO stages each framework runs as aiinfra renders it (the plan's stage is what the job runs).
+#: Megatron-LM: ``--use-distributed-optimizer`` shards the optimizer states (fp32 main weights and
+#: Adam moments) over the data-parallel ranks and keeps the gradient buffer and the weights whole
+#: (Megatron-LM docs/source/api-guide/dist_optimizer.md: 6 + 12/d bytes per parameter with bf16
+#: weights and fp32 gradients): ZeRO stage 1; without it, stage 0. Megatron-LM's FSDP
+#: (``--use-torch-fsdp2`` from core_r0.10, ``--use-custom-fsdp`` from core_r0.12) depends on the
+#: Megatron-LM commit, which versions.images does not pin (the image is NGC PyTorch with a checkout
+#: at /opt/megatron-lm): not offered. DeepSpeed: ``zero_optimization.stage`` 0-3.
+FRAMEWORK_ZERO_STAGES: dict[str, tuple[int, ...]] = {"megatron": (0, 1), "deepspeed": (0, 1, 2, 3)}
 
 
 # ---------------------------------------------------------------- request and results
@@ -80,7 +88,7 @@ class TrainingRequest:
     mfu: float | None = None  # end-to-end model FLOPs utilisation (overrides the estimate)
     achieved_tflops: float | None = None  # end-to-end hardware TFLOP/s per GPU (overrides)
     allow_tp_across_nodes: bool = False
-    inter_node_link: str = "ndr400"  # one compute rail per GPU
+    inter_node_link: str = DEFAULT_INTER_NODE_LINK  # one compute rail per GPU
     node_overhead_w: float = DEFAULT_NODE_OVERHEAD_W
     pue: float = DEFAULT_PUE
     name: str = ""
@@ -96,7 +104,7 @@ class Layout:
     micro_batch: int
     global_batch: int  # sequences
     recompute: str
-    zero_stage: int = 1  # effective sharding stage (FSDP = 3, distributed optimizer >= 1)
+    zero_stage: int = 1  # the sharding stage the framework runs (runnable_stages)
 
     @property
     def num_microbatches(self) -> int:
@@ -307,16 +315,50 @@ def bytes_per_param(request: TrainingRequest) -> tuple[float, float, float]:
     return 2.0, grads, 12.0
 
 
-def sharding_stage(request: TrainingRequest, zero_stage: int | None = None) -> int:
-    """Effective ZeRO stage: FSDP (full shard) is 3; Megatron's distributed optimizer is 1."""
-    if request.fsdp:
-        return 3
-    stage = request.zero_stage if zero_stage is None else zero_stage
-    if stage is None:
-        raise ValueError("zero stage is 'auto': give the stage to check")
-    if request.framework == "megatron" and request.distributed_optimizer:
-        stage = max(stage, 1)
-    return stage
+def runnable_stages(request: TrainingRequest) -> tuple[int, ...]:
+    """ZeRO stages the request's framework runs with its switches (see FRAMEWORK_ZERO_STAGES)."""
+    if request.framework == "megatron":
+        return (1,) if request.distributed_optimizer else (0,)
+    return (3,) if request.fsdp else FRAMEWORK_ZERO_STAGES[request.framework]
+
+
+def sharding_stage(request: TrainingRequest) -> int:
+    """The ZeRO stage the framework runs for a request that gives one: Megatron's is set by the
+    distributed optimizer (1 with it, 0 without); DeepSpeed's is ``zero_stage`` (3 with ``fsdp``)."""
+    if request.framework == "megatron" or request.fsdp:
+        return runnable_stages(request)[0]
+    if request.zero_stage is None:
+        raise ValueError("zero stage is 'auto': runnable_stages() lists the options")
+    return request.zero_stage
+
+
+def sharding_problem(
+    framework: str, zero_stage: int | None, fsdp: bool, distributed_optimizer: bool, stage_given: bool = True
+) -> str | None:
+    """Why the framework cannot run the asked sharding, or None. ``stage_given``: the stage was
+    written down (a stage that disagrees with Megatron's distributed_optimizer switch is refused)."""
+    if framework != "megatron":
+        return None
+    if fsdp:
+        return ("Megatron-LM's FSDP (--use-torch-fsdp2, --use-custom-fsdp) depends on a Megatron-LM commit that "
+                "versions.images does not pin: aiinfra runs Megatron with the distributed optimizer only "
+                "(ZeRO stage 1)")
+    if zero_stage is not None and zero_stage not in FRAMEWORK_ZERO_STAGES["megatron"]:
+        return (f"Megatron-LM cannot run ZeRO stage {zero_stage}: its distributed optimizer shards the optimizer "
+                "states only (ZeRO stage 1; gradients and weights stay whole on every data-parallel rank), so the "
+                "job would hold more memory per GPU than planned")
+    runs = 1 if distributed_optimizer else 0
+    if stage_given and zero_stage is not None and zero_stage != runs:
+        return (f"zero_stage: {zero_stage} with distributed_optimizer: {str(distributed_optimizer).lower()}: "
+                f"Megatron-LM runs ZeRO stage 1 with the distributed optimizer and stage 0 without")
+    return None
+
+
+def job_sharding_problem(job: Any) -> str | None:
+    """:func:`sharding_problem` of a blueprint ``TrainingJob`` (its zero_stage counts as given only
+    when the blueprint writes it)."""
+    given = "zero_stage" in getattr(job, "model_fields_set", {"zero_stage"})
+    return sharding_problem(job.framework, job.zero_stage, job.fsdp, job.distributed_optimizer, given)
 
 
 def model_state_bytes(
@@ -584,7 +626,9 @@ def _vpp_options(request: TrainingRequest, pp: int, num_microbatches: int) -> li
         return [request.vpp]
     if pp == 1 or num_microbatches < pp:
         return [1]
-    return divisors(_stage_layers(request.model.layers, pp))
+    # auto: only chunks of equal size (Megatron's --num-layers-per-virtual-pipeline-stage)
+    layers = request.model.layers
+    return [v for v in divisors(_stage_layers(layers, pp)) if v == 1 or layers % (pp * v) == 0]
 
 
 def _recompute_options(request: TrainingRequest) -> tuple[str, ...]:
@@ -592,8 +636,9 @@ def _recompute_options(request: TrainingRequest) -> tuple[str, ...]:
 
 
 def _zero_options(request: TrainingRequest) -> list[int]:
-    if request.zero_stage is None and not request.fsdp:
-        return sorted({sharding_stage(request, z) for z in (0, 1, 2, 3)})
+    """Auto: every stage the framework runs; otherwise the one it runs for the given stage."""
+    if request.zero_stage is None:
+        return list(runnable_stages(request))
     return [sharding_stage(request)]
 
 
@@ -623,6 +668,9 @@ def _validate_request(r: TrainingRequest) -> None:
         raise PlanError(f"recompute must be none, selective or full, got '{r.recompute}'")
     if r.zero_stage is not None and r.zero_stage not in (0, 1, 2, 3):
         raise PlanError(f"ZeRO stage must be 0, 1, 2 or 3, got {r.zero_stage}")
+    why = sharding_problem(r.framework, r.zero_stage, r.fsdp, r.distributed_optimizer, stage_given=False)
+    if why:
+        raise PlanError(why)
     if r.model.learned_positions and r.seq_len > r.model.learned_positions:
         raise PlanError(
             f"{r.model.title} has learned positions for {r.model.learned_positions} tokens; "
@@ -725,8 +773,9 @@ def plan_training(request: TrainingRequest, keep_alternatives: int = 5) -> Train
             tips.append("full recomputation")
         if r.tp is not None or r.pp is not None:
             tips.append("a larger TP or PP")
-        if r.zero_stage is not None and sharding_stage(r) < 3:
-            tips.append(f"ZeRO stage {sharding_stage(r) + 1}")
+        if r.zero_stage is not None and sharding_stage(r) + 1 in FRAMEWORK_ZERO_STAGES[r.framework]:
+            tips.append(f"ZeRO stage {sharding_stage(r) + 1}"
+                        + (" (distributed_optimizer: true)" if r.framework == "megatron" else ""))
         tips.append("more GPUs")
         hint = "try " + ", ".join(tips)
         raise PlanError(f"{_memory_message(r, smallest)}; {hint}")
@@ -781,14 +830,20 @@ def training_request_from_job(
     custom_models: dict[str, Any] | None = None,
     *,
     site: Any = None,
-    inter_node_link: str = "ndr400",
+    inter_node_link: str = DEFAULT_INTER_NODE_LINK,
 ) -> TrainingRequest:
     """Map a blueprint ``TrainingJob`` (aiinfra.spec.models) onto a request.
 
-    ``gpu_name`` and ``gpus_per_node`` come from the job's node group's node type; ``site`` (a
-    ``Site``) supplies the node overhead and PUE for the energy figure. KeyError for an unknown
-    model or GPU name (with a suggestion).
+    The one request builder: the blueprint path (:func:`aiinfra.plan.cluster.plan_blueprint`) and
+    ``aiinfra size train`` (which builds a ``TrainingJob`` from its flags) both call it, so both
+    get the blueprint's defaults. ``gpu_name`` and ``gpus_per_node`` come from the job's node
+    group's node type; ``site`` (a ``Site``) supplies the node overhead and PUE for the energy
+    figure. KeyError for an unknown model or GPU name (with a suggestion); PlanError for sharding
+    the framework cannot run (:func:`job_sharding_problem`).
     """
+    why = job_sharding_problem(job)
+    if why:
+        raise PlanError(why)
     auto = lambda v: None if v == "auto" else v  # noqa: E731
     return TrainingRequest(
         model=resolve_model(job.model, custom_models),

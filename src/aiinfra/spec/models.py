@@ -23,6 +23,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from aiinfra.catalog import defaults
 from aiinfra.spec.units import parse_bytes, parse_bytes_per_s
 
 
@@ -107,7 +108,7 @@ class CpuSpec(Strict):
 
 class RailSpec(Strict):
     hcas: DeviceList = Field(description="compute HCAs in rail order, e.g. 'mlx5_[0-7]': one rail each")
-    rate: str = Field("ndr400", description="link rate per HCA port (catalog: hdr200, ndr200, ndr400, xdr800)")
+    rate: str = Field(defaults.DEFAULT_INTER_NODE_LINK, description="link rate per HCA port (catalog: hdr200, ndr200, ndr400, xdr800)")
 
 
 class NodeType(Strict):
@@ -147,7 +148,7 @@ class Fabric(Strict):
         "rail-optimized-fat-tree",
         description="rail-optimized: rail r of every node in an SU meets on that SU's leaf r; spines per rail",
     )
-    rate: str = Field("ndr400", description="fabric link rate (catalog)")
+    rate: str = Field(defaults.DEFAULT_INTER_NODE_LINK, description="fabric link rate (catalog)")
     su_nodes: PosInt = Field(32, description="GPU nodes per scalable unit (SU); one leaf switch per rail per SU")
     switch_radix: PosInt | None = Field(None, description="ports per switch; default from the link rate's catalog entry")
     subnet_managers: Hostlist | None = Field(None, description="hosts that run opensm (primary first)")
@@ -292,11 +293,6 @@ class Kubernetes(Strict):
     )
     rdma_shared_max_pods: PosInt = Field(
         64, description="pods that may share one HCA (rdma: shared; the device plugin's rdmaHcaMax)"
-    )
-    rail_netdevs: DeviceList | None = Field(
-        None,
-        description="Linux netdevs of the rail HCAs in rail order, e.g. 'ibp[0-7]' (IPoIB masters, SR-IOV PFs); "
-        "default ib0, ib1, ... one per rail",
     )
     lustre_volumes: Literal["static", "csi"] = Field(
         "static",
@@ -544,12 +540,14 @@ Claim = Annotated[TrainingDaysClaim | QuantizedFitsClaim, Field(discriminator="k
 
 class Site(Strict):
     power_budget: Annotated[float, Field(gt=0, strict=False)] = Field(description="site IT power budget in kW")
-    pue: Annotated[float, Field(ge=1, le=3, strict=False)] = Field(1.2, description="power usage effectiveness")
+    pue: Annotated[float, Field(ge=1, le=3, strict=False)] = Field(
+        defaults.DEFAULT_PUE, description="power usage effectiveness"
+    )
     node_overhead_w: Annotated[int, Field(ge=0)] = Field(
-        2000, description="non-GPU power per GPU node (CPUs, NICs, fans, NVSwitch) in W"
+        defaults.DEFAULT_NODE_OVERHEAD_W, description="non-GPU power per GPU node (CPUs, NICs, fans, NVSwitch) in W"
     )
     gpu_annual_failure_rate: Annotated[float, Field(gt=0, lt=1, strict=False)] = Field(
-        0.05, description="fraction of GPUs failing per year (checkpoint planning)"
+        defaults.DEFAULT_GPU_ANNUAL_FAILURE_RATE, description="fraction of GPUs failing per year (checkpoint planning)"
     )
 
 
@@ -559,13 +557,19 @@ class Site(Strict):
 class Rollout(Strict):
     """How playbooks/rolling.yml changes drivers, OFED or Lustre: drained batches, verified before resume."""
 
-    first_batch: PosInt = Field(1, description="nodes in the first (canary) batch")
-    batch_size: PosInt = Field(32, description="nodes per batch after the first (Ansible serial), e.g. one SU")
+    first_batch: PosInt = Field(
+        defaults.DEFAULT_ROLLOUT_FIRST_BATCH, description="nodes in the first (canary) batch"
+    )
+    batch_size: PosInt = Field(
+        defaults.DEFAULT_ROLLOUT_BATCH_SIZE, description="nodes per batch after the first (Ansible serial), e.g. one SU"
+    )
     max_fail_percentage: Annotated[int, Field(ge=0, le=100)] = Field(
-        0, description="percent of a batch's nodes that may fail before the rollout stops (0: stop at the first)"
+        defaults.DEFAULT_ROLLOUT_MAX_FAIL_PERCENTAGE,
+        description="percent of a batch's nodes that may fail before the rollout stops (0: stop at the first)",
     )
     drain_timeout_s: PosInt = Field(
-        14400, description="seconds to wait for a drained node's jobs (Slurm) or pods (Kubernetes) to finish"
+        defaults.DEFAULT_ROLLOUT_DRAIN_TIMEOUT_S,
+        description="seconds to wait for a drained node's jobs (Slurm) or pods (Kubernetes) to finish",
     )
 
 
