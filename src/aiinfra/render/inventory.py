@@ -6,6 +6,9 @@ and ``aiinfra inventory --list/--host`` (Ansible's dynamic-inventory JSON protoc
 Groups: one per node group (``gpu_train``), one per service role (``slurm_controller``), one per
 scheduler (``slurm_compute``, ``k8s_worker``), ``gpu_nodes``, and one per scalable unit
 (``su01``...). Host variables carry addresses and rails; node-type facts are group variables.
+IPoIB interface names follow :func:`aiinfra.spec.fabric.ipoib_netdev`: ``aiinfra_ipoib_prefix`` (all)
+is the prefix the infiniband role names them with, ``aiinfra_storage_netdev`` (group) the storage
+port's interface that lustre_client runs LNet on.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from aiinfra.plan.cluster import ClusterPlan
 from aiinfra.render import Artifacts, renderer
 from aiinfra.render.templates import dump_yaml
 from aiinfra.spec.cluster import Cluster, Group, Host, ansible_name, su_name
+from aiinfra.spec.fabric import IPOIB_NETDEV_PREFIX
 
 SCHEDULER_GROUPS = {"slurm": "slurm_compute", "kubernetes": "k8s_worker"}
 DERIVED_GROUPS = {"gpu_nodes", *SCHEDULER_GROUPS.values()}
@@ -60,11 +64,12 @@ def group_vars(cluster: Cluster, group: Group) -> dict:
     }
     if nt.gpu:
         gpu = group.gpu
-        gv.update({"aiinfra_gpu_model": gpu.name, "aiinfra_gpu_product": gpu.product, "aiinfra_gpu_count": nt.gpu.count})
+        gv.update({"aiinfra_gpu_model": gpu.name, "aiinfra_gpu_product": gpu.product, "aiinfra_gpu_count": group.gpus_per_node})
     if nt.rails:
         gv["aiinfra_rail_rate"] = nt.rails.rate
     if nt.storage_hca:
         gv["aiinfra_storage_hca"] = nt.storage_hca
+        gv["aiinfra_storage_netdev"] = group.storage_netdev
     return gv
 
 
@@ -89,6 +94,7 @@ def inventory_model(cluster: Cluster) -> InventoryModel:
         "aiinfra_cluster_name": bp.name,
         "aiinfra_versions": bp.versions.model_dump(exclude_none=True),
         "aiinfra_manifests": f"manifests/{cluster.env}",
+        "aiinfra_ipoib_prefix": IPOIB_NETDEV_PREFIX,
     }
     return InventoryModel(
         groups=dict(sorted(groups.items())),
