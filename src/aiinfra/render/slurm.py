@@ -35,6 +35,7 @@ from aiinfra.catalog.gpus import GpuModel
 from aiinfra.catalog.links import link_rate
 from aiinfra.catalog.versions import version_tuple
 from aiinfra.plan.cluster import ClusterPlan
+from aiinfra.plan.fabric_env import rail_hcas
 from aiinfra.render import Artifacts, renderer
 from aiinfra.render.templates import fold, render_template
 from aiinfra.spec.cluster import Cluster, Group, su_name
@@ -245,7 +246,7 @@ def _gres_groups(cluster: Cluster, autodetect: str, prefix: str) -> list[GresGro
         first = groups[0]
         nt = first.node_type
         gpus = first.gpus_per_node
-        hcas = [p.hca for p in cluster.hosts[first.hosts[0]].rails]
+        hcas = rail_hcas(cluster, first)
         files: tuple[GresFile, ...] = ()
         if autodetect == "off":
             files = tuple(
@@ -338,11 +339,10 @@ def node_checks(cluster: Cluster) -> dict:
     out = []
     for g in cluster.groups_for_scheduler("slurm"):
         nt = g.node_type
-        first = cluster.hosts[g.hosts[0]]
         gres = f"gpu:{gpu_type(g.gpu)}:{g.gpus_per_node}" if g.gpu is not None else None
         entry: dict = {"group": g.name, "nodes": g.hostlist, "gpus": g.gpus_per_node, "gres": gres}
         if nt.rails:
-            entry["hcas"] = [p.hca for p in first.rails]
+            entry["hcas"] = rail_hcas(cluster, g)
             entry["hca_rate_gbps"] = link_rate(nt.rails.rate).ibstat_rate
         else:
             entry["hcas"] = []
