@@ -15,7 +15,7 @@ BROKEN = sorted((Path(__file__).parents[1] / "fixtures" / "broken").glob("Pulumi
 
 
 def expectations(path: Path) -> tuple[str, str]:
-    head = path.read_text().splitlines()[:4]
+    head = path.read_text().splitlines()[:5]
     eid = next(re.sub(r"^# expect-id:\s*", "", line) for line in head if line.startswith("# expect-id:"))
     epath = next(re.sub(r"^# expect-path:\s*", "", line) for line in head if line.startswith("# expect-path:"))
     return eid, epath
@@ -34,6 +34,14 @@ def test_broken_blueprint_is_reported(aiinfra, path):
     assert "Traceback" not in r.stdout + r.stderr
     assert f"{epath}: error[{eid}]" in r.stderr, r.stderr
     assert str(path) in r.stderr  # names the file
+    for line in r.stderr.splitlines():
+        if "error[" in line or "warning[" in line:  # every problem gives its line and a fix
+            assert re.match(rf"{re.escape(str(path))}:\d+: ", line), line
+            assert "(fix: " in line, line
+    text = next((line.removeprefix("# expect-text:").strip() for line in path.read_text().splitlines()[:5]
+                 if line.startswith("# expect-text:")), None)
+    if text:
+        assert text in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("path", BROKEN[:3])

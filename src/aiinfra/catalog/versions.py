@@ -23,7 +23,10 @@ Sources:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+from aiinfra.catalog.names import suggest
 
 
 def version_tuple(text: str) -> tuple[int, ...]:
@@ -197,6 +200,38 @@ def check_lustre_client(lustre: str, os_name: str, kernel: str, doca: str | None
                 ("lustre_client", "doca_ofed"),
             ))
     return found
+
+
+# The written form of each pinned version, as its project publishes releases: a version that does
+# not have this form ("latest", "1", a letter O for a zero, a misspelt kernel flavour) is refused
+# before any compatibility rule reads it.
+# Ubuntu kernel releases are <upstream>-<ABI>-<flavour>; the flavours are those of Ubuntu's
+# linux-image-* packages for servers (jammy/noble): generic, lowlatency, the 64k-page builds and
+# NVIDIA's optimised kernel. RHEL-family kernels are <upstream>-<release>.el<N>[_<minor>][.<arch>].
+UBUNTU_KERNEL_FLAVOURS = ("generic", "generic-64k", "lowlatency", "lowlatency-64k", "nvidia", "nvidia-64k",
+                          "nvidia-lowlatency")
+VERSION_FORMATS: dict[str, tuple[str, str]] = {
+    "nvidia_driver": (r"\d{3}\.\d{2,3}(\.\d{2})?", "570.133.20"),
+    "cuda": (r"\d{2}\.\d{1,2}(\.\d{1,2})?", "12.8"),
+    "nccl": (r"2\.\d{1,2}\.\d{1,2}(-\d+)?", "2.26.2"),
+    "doca_ofed": (r"\d\.\d{1,2}\.\d{1,2}(-\d+)?", "2.10.0"),
+    "lustre_client": (r"2\.\d{1,2}\.\d{1,2}", "2.15.6"),
+    "kernel": (r"\d\.\d{1,2}\.\d{1,3}-(\d{1,4}-(" + "|".join(UBUNTU_KERNEL_FLAVOURS) + r")"
+               r"|[\d.]+\.el\d+(_\d+)?(\.x86_64|\.aarch64)?)", "5.15.0-134-generic"),
+}
+
+
+def check_format(key: str, text: str) -> str | None:
+    """Why ``text`` is not a release of ``key`` as its project writes them, or None when it is."""
+    pattern, example = VERSION_FORMATS[key]
+    if re.fullmatch(pattern, text.strip()):
+        return None
+    if key == "kernel":
+        flavour = text.strip().rsplit("-", 1)[-1]
+        near = suggest(flavour, UBUNTU_KERNEL_FLAVOURS) if not flavour.isdigit() else ""
+        return (f"'{text}' is not a kernel release (<version>-<abi>-<flavour>, flavours: "
+                f"{', '.join(UBUNTU_KERNEL_FLAVOURS)}; or an el9 release){near}; e.g. {example}")
+    return f"'{text}' is not a release of {key}: write it as the project does, e.g. {example}"
 
 
 def _parses(*texts: str | None) -> bool:

@@ -13,7 +13,7 @@ from ClusterShell.NodeSet import NodeSet
 from aiinfra.catalog.gpus import GPU_ALIASES, GPUS
 from aiinfra.catalog.links import LINK_RATES, link_rate
 from aiinfra.catalog.names import suggest
-from aiinfra.catalog.versions import check_versions, version_tuple
+from aiinfra.catalog.versions import VERSION_FORMATS, check_format, check_versions
 from aiinfra.checks.registry import BlueprintView, error, validator, warning
 from aiinfra.errors import Problem
 from aiinfra.spec import addressing
@@ -39,7 +39,8 @@ def unique_names(v: BlueprintView) -> Iterator[Problem]:
                         "give every entry its own name")
     if bp.slurm:
         for i, name in _duplicates([p.name for p in bp.slurm.partitions]):
-            yield error(("slurm", "partitions", i, "name"), "duplicate-name", f"partition '{name}' declared twice")
+            yield error(("slurm", "partitions", i, "name"), "duplicate-name", f"partition '{name}' declared twice",
+                        "rename or merge one of them")
 
 
 @validator()
@@ -56,7 +57,7 @@ def catalog_references(v: BlueprintView) -> Iterator[Problem]:
     for name, nt in v.bp.node_types.items():
         if nt.gpu and nt.gpu.model.lower() not in GPUS and nt.gpu.model.lower() not in GPU_ALIASES:
             yield error(("node_types", name, "gpu", "model"), "unknown-gpu-model",
-                        f"GPU model '{nt.gpu.model}' is not in the catalog{suggest(nt.gpu.model, list(GPUS))}",
+                        f"GPU model '{nt.gpu.model}' is not in the catalog{suggest(nt.gpu.model, [*GPUS, *GPU_ALIASES])}",
                         f"use one of: {', '.join(sorted(GPUS))}")
         if nt.rails and nt.rails.rate not in LINK_RATES:
             yield error(("node_types", name, "rails", "rate"), "unknown-link-rate",
@@ -64,7 +65,8 @@ def catalog_references(v: BlueprintView) -> Iterator[Problem]:
                         f"use one of: {', '.join(LINK_RATES)}")
         if nt.rails and not nt.gpu:
             yield warning(("node_types", name, "rails"), "rails-without-gpus",
-                          "a node type with compute rails but no GPUs joins the GPU fabric")
+                          "a node type with compute rails but no GPUs joins the GPU fabric",
+                          "remove rails: from a CPU-only node type, or add its gpu: section")
     fab = v.bp.fabric
     if fab and fab.rate not in LINK_RATES:
         yield error(("fabric", "rate"), "unknown-link-rate",
@@ -229,18 +231,20 @@ def scheduler_sections(v: BlueprintView) -> Iterator[Problem]:
     uses_slurm = any(g.scheduler == "slurm" for g in bp.node_groups)
     uses_k8s = any(g.scheduler == "kubernetes" for g in bp.node_groups)
     if uses_slurm and bp.slurm is None:
-        yield error(("slurm",), "missing-section", "node groups use scheduler 'slurm' but there is no slurm section")
+        yield error(("slurm",), "missing-section", "node groups use scheduler 'slurm' but there is no slurm section",
+                    "add slurm: {cluster_name, state_save_location, partitions}")
     if uses_slurm and "slurm_controller" not in roles:
         yield error(("node_groups",), "missing-role", "node groups use scheduler 'slurm' but no group has role "
                     "slurm_controller", "add roles: [slurm_controller] to a management group")
     if uses_slurm and not bp.versions.slurm:
-        yield error(("versions", "slurm"), "missing-version", "Slurm is used but versions.slurm is not pinned")
+        yield error(("versions", "slurm"), "missing-version", "Slurm is used but versions.slurm is not pinned",
+                    "pin it, e.g. versions.slurm: 24.11.5")
     if uses_k8s and "k8s_control_plane" not in roles:
         yield error(("node_groups",), "missing-role", "node groups use scheduler 'kubernetes' but no group has "
                     "role k8s_control_plane", "add roles: [k8s_control_plane] to a group")
     if uses_k8s and not bp.versions.kubernetes:
         yield error(("versions", "kubernetes"), "missing-version",
-                    "Kubernetes is used but versions.kubernetes is not pinned")
+                    "Kubernetes is used but versions.kubernetes is not pinned", "pin it, e.g. versions.kubernetes: 1.31.7")
     for i, g in enumerate(bp.node_groups):
         nt = bp.node_types.get(g.type)
         if nt and nt.gpu and g.scheduler == "none":
@@ -253,20 +257,23 @@ def scheduler_sections(v: BlueprintView) -> Iterator[Problem]:
                 path = ("slurm", "partitions", i, "node_groups", j)
                 if ref not in by_name:
                     yield error(path, "undefined-node-group",
-                                f"node group '{ref}' is not defined{suggest(ref, by_name)}")
+                                f"node group '{ref}' is not defined{suggest(ref, by_name)}",
+                                f"use one of: {', '.join(by_name)}")
                 elif by_name[ref].scheduler != "slurm":
                     yield error(path, "wrong-scheduler",
                                 f"node group '{ref}' has scheduler '{by_name[ref].scheduler}', not slurm",
                                 "a partition holds only groups with scheduler: slurm")
         defaults = [p.name for p in bp.slurm.partitions if p.default]
         if len(defaults) > 1:
-            yield error(("slurm", "partitions"), "several-defaults", f"partitions {defaults} are all default")
+            yield error(("slurm", "partitions"), "several-defaults", f"partitions {defaults} are all default",
+                        "keep default: true on one partition")
         qos_names = {q.name for q in bp.slurm.qos}
         for i, q in enumerate(bp.slurm.qos):
             for j, other in enumerate(q.preempt):
                 if other not in qos_names:
                     yield error(("slurm", "qos", i, "preempt", j), "undefined-qos",
-                                f"QoS '{other}' is not defined{suggest(other, qos_names)}")
+                                f"QoS '{other}' is not defined{suggest(other, qos_names)}",
+                                "declare it under slurm.qos or remove it from preempt")
 
 
 # ------------------------------------------------------------------ workloads
@@ -282,12 +289,14 @@ def workload_groups(v: BlueprintView) -> Iterator[Problem]:
             ref = item.node_group
             if ref not in by_name:
                 yield error((section, i, "node_group"), "undefined-node-group",
-                            f"node group '{ref}' is not defined{suggest(ref, by_name)}")
+                            f"node group '{ref}' is not defined{suggest(ref, by_name)}",
+                            f"use one of: {', '.join(by_name)}")
                 continue
             group = by_name[ref]
             nt = bp.node_types.get(group.type)
             if nt is not None and nt.gpu is None:
-                yield error((section, i, "node_group"), "no-gpus", f"node group '{ref}' has no GPUs")
+                yield error((section, i, "node_group"), "no-gpus", f"node group '{ref}' has no GPUs",
+                            "run it on a node group whose node type has a gpu: section")
             if group.scheduler not in want:
                 yield error((section, i, "node_group"), "wrong-scheduler",
                             f"node group '{ref}' has scheduler '{group.scheduler}'",
@@ -300,7 +309,8 @@ def workload_groups(v: BlueprintView) -> Iterator[Problem]:
     for i, job in enumerate(bp.training):
         if job.global_batch is not None and job.global_batch_tokens is not None:
             yield error(("training", i, "global_batch_tokens"), "conflicting-keys",
-                        "give global_batch (sequences) or global_batch_tokens, not both")
+                        "give global_batch (sequences) or global_batch_tokens, not both",
+                        "remove one of the two keys")
         if job.global_batch is None and job.global_batch_tokens is None:
             yield error(("training", i, "global_batch"), "missing-key",
                         "the global batch is not set", "set global_batch (sequences) or global_batch_tokens")
@@ -308,7 +318,8 @@ def workload_groups(v: BlueprintView) -> Iterator[Problem]:
         if item.image is not None and item.image not in bp.versions.images:
             section, idx = ("training", i) if i < len(bp.training) else ("serving", i - len(bp.training))
             yield error((section, idx, "image"), "undefined-image",
-                        f"image '{item.image}' is not pinned in versions.images{suggest(item.image, bp.versions.images)}")
+                        f"image '{item.image}' is not pinned in versions.images{suggest(item.image, bp.versions.images)}",
+                        "pin it under versions.images (name: registry/image:tag) or use a pinned key")
 
 
 # ------------------------------------------------------------------ versions
@@ -321,15 +332,16 @@ RELEASE_EXAMPLES = {"slurm": "24.11.5", "kubernetes": "1.31.7"}
 @validator()
 def versions_compatible(v: BlueprintView) -> Iterator[Problem]:
     versions = v.bp.versions.model_dump()
-    for hit in check_versions(versions):
-        yield error(("versions", hit.fields[0]), hit.rule, hit.message, "pin compatible versions")
-    for key in ("nvidia_driver", "cuda", "nccl", "doca_ofed", "kernel", "lustre_client"):
+    for key in VERSION_FORMATS:
         if versions.get(key) is None:
             continue
-        try:
-            version_tuple(versions[key])
-        except ValueError as exc:
-            yield error(("versions", key), "bad-version", str(exc))
+        why = check_format(key, versions[key])
+        if why:
+            versions[key] = None  # compatibility rules never read a malformed version
+            yield error(("versions", key), "bad-version", why,
+                        f"pin the exact release, e.g. {key}: {VERSION_FORMATS[key][1]}")
+    for hit in check_versions(versions):
+        yield error(("versions", hit.fields[0]), hit.rule, hit.message, "pin compatible versions")
     for key in ("slurm", "kubernetes"):
         text = versions.get(key)
         if text is not None and not RELEASE.fullmatch(text.strip()):

@@ -61,11 +61,11 @@ def _load_validators() -> None:
         importlib.import_module(f"{package.__name__}.{info.name}")
 
 
-def error(path: tuple, id: str, message: str, hint: str = "") -> Problem:
+def error(path: tuple, id: str, message: str, hint: str) -> Problem:
     return Problem(path=path, id=id, message=message, hint=hint)
 
 
-def warning(path: tuple, id: str, message: str, hint: str = "") -> Problem:
+def warning(path: tuple, id: str, message: str, hint: str) -> Problem:
     return Problem(path=path, id=id, message=message, level=Level.WARNING, hint=hint)
 
 
@@ -88,7 +88,8 @@ def apply_silence(bp_silence: list[str], problems: list[Problem]) -> list[Proble
                              "fix the blueprint instead"))
         elif sid not in KNOWN_WARNINGS:
             out.append(warning(("silence", i), "unknown-warning-id",
-                               f"'{sid}' is not a warning id{suggest(sid, sorted(KNOWN_WARNINGS))}"))
+                               f"'{sid}' is not a warning id{suggest(sid, sorted(KNOWN_WARNINGS))}",
+                               "name a warning id of docs/validation.md"))
     return out
 
 
@@ -107,4 +108,8 @@ ERROR_IDS = {
     "train-image-missing", "train-path-unset", "train-checkpoint-interval", "train-checkpoint-not-mounted",
     "train-no-partition", "train-deepspeed-layout", "train-deepspeed-fp8", "train-offload-needs-deepspeed",
     "train-extra-arg-conflict", "train-uneven-pipeline-vpp", "train-megatron-sharding",
+    "plaintext-secret", "serving-api-key-unsupported",
+    "yaml-tag", "yaml-alias", "yaml-too-deep", "number-out-of-range",
+    "gpu-count-exceeds-baseboard", "rails-gpu-mismatch", "storage-hca-is-a-rail",
+    "bad-address", "address-taken", "bad-nid", "address-outside-network",
 }

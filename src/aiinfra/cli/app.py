@@ -1,6 +1,7 @@
 """``aiinfra``: validate | show | schema | plan | size | render | inventory.
 
-Exit codes: 0 ok; 1 invalid blueprint, failed check or stale manifests; 2 usage.
+Exit codes: 0 ok; 1 invalid blueprint, failed check or stale manifests; 2 usage; 70 internal error
+(a defect of aiinfra, never of the input: a short report file is written and its path printed).
 A user mistake never ends in a traceback: it is printed as ``file:line: key.path: error[id]: ...``.
 The stack defaults to ``$AIINFRA_STACK``, else ``dev``.
 """
@@ -240,6 +241,9 @@ def _mount_layers() -> None:
 _mount_layers()
 
 
+INTERNAL_ERROR = 70  # EX_SOFTWARE (sysexits.h): CI can tell a crash from a refusal (1) or bad usage (2)
+
+
 def main() -> None:
     try:
         code = app(standalone_mode=False)  # typer.Exit inside a command comes back as the return value
@@ -254,13 +258,43 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except typer.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         sys.exit(130)
-    except Exception as exc:  # usage errors of the option parser arrive here in non-standalone mode
+    except Exception as exc:
+        # usage errors of the option parser arrive here in non-standalone mode
         if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             sys.exit(exc.exit_code)
-        raise
+        report = crash_report(exc)
+        err.print(f"internal error: {type(exc).__name__} (a defect of aiinfra, not of your input); "
+                  f"report: {report}", style="red", highlight=False)
+        sys.exit(INTERNAL_ERROR)
+
+
+def crash_report(exc: BaseException) -> str:
+    """Write the traceback to a private report file (never to the terminal or CI logs) and return its path.
+
+    The command line is kept with the values of options that may carry secrets replaced."""
+    import datetime
+    import tempfile
+    import traceback
+
+    from aiinfra import __version__
+
+    argv, hide = [], False
+    for arg in sys.argv[1:]:
+        argv.append("<hidden>" if hide else arg)
+        hide = arg in ("-e", "--extra-vars")
+    text = (f"aiinfra {__version__} internal error, {datetime.datetime.now(datetime.UTC).isoformat()}\n"
+            f"command: aiinfra {' '.join(argv)}\n\n" + "".join(traceback.format_exception(exc)))
+    folder = Path(os.environ.get("AIINFRA_REPORT_DIR") or tempfile.gettempdir())
+    try:
+        fd, name = tempfile.mkstemp(prefix="aiinfra-crash-", suffix=".txt", dir=folder)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        return name
+    except OSError as write_error:
+        return f"(could not be written to {folder}: {write_error.strerror})"
 
 
 if __name__ == "__main__":

@@ -88,21 +88,22 @@ def plan_blueprint(bp: Blueprint, groups: Iterable[Group] | None = None) -> Clus
         model_name, per_node, nodes = groups.get(job.node_group, (None, 0, 0))
         if model_name is None:
             problems.append(Problem(path + ("node_group",), "plan-no-gpus",
-                                    f"node group '{job.node_group}' has no GPUs to train on"))
+                                    f"node group '{job.node_group}' has no GPUs to train on", hint=NO_GPUS_HINT))
             continue
         if job.nodes > nodes:
             problems.append(Problem(path + ("nodes",), "plan-too-many-nodes",
-                                    f"job asks for {job.nodes} nodes but '{job.node_group}' has {nodes}"))
+                                    f"job asks for {job.nodes} nodes but '{job.node_group}' has {nodes}",
+                                    hint=f"ask for at most {nodes} nodes, or add hosts to '{job.node_group}'"))
             continue
         try:
             req = training_request_from_job(job, model_name, per_node, bp.models, site=bp.site,
                                             inter_node_link=link)
             plan = plan_training(req)
         except KeyError as exc:
-            problems.append(Problem(path + ("model",), "plan-unknown-name", str(exc.args[0])))
+            problems.append(Problem(path + ("model",), "plan-unknown-name", str(exc.args[0]), hint=UNKNOWN_HINT))
             continue
         except PlanError as exc:
-            problems.append(Problem(path, "plan-training", str(exc)))
+            problems.append(planner_problem(path, "plan-training", exc, TRAINING_HINT))
             continue
         rel = None
         if lustre is not None:
@@ -114,27 +115,27 @@ def plan_blueprint(bp: Blueprint, groups: Iterable[Group] | None = None) -> Clus
         model_name, per_node, nodes = groups.get(dep.node_group, (None, 0, 0))
         if model_name is None:
             problems.append(Problem(path + ("node_group",), "plan-no-gpus",
-                                    f"node group '{dep.node_group}' has no GPUs to serve on"))
+                                    f"node group '{dep.node_group}' has no GPUs to serve on", hint=NO_GPUS_HINT))
             continue
         try:
             plan = plan_serving(serving_request_from_deployment(dep, model_name, per_node, bp.models))
         except KeyError as exc:
-            problems.append(Problem(path + ("model",), "plan-unknown-name", str(exc.args[0])))
+            problems.append(Problem(path + ("model",), "plan-unknown-name", str(exc.args[0]), hint=UNKNOWN_HINT))
             continue
         except PlanError as exc:
-            problems.append(Problem(path, "plan-serving", str(exc)))
+            problems.append(planner_problem(path, "plan-serving", exc, SERVING_HINT))
             continue
         if plan.nodes > nodes:
             problems.append(Problem(path, "plan-serving-capacity",
                                     f"{plan.replicas} replicas need {plan.nodes} nodes but '{dep.node_group}' has {nodes}",
-                                    Level.WARNING))
+                                    Level.WARNING, hint="lower replicas or target_tokens_per_s, or add nodes"))
         serving.append(plan)
 
     power = None
     try:
         node_power = [NodePower(n, gpu(m) if m else None, c) for m, c, n in groups.values()]
     except KeyError as exc:
-        problems.append(Problem(("node_types",), "plan-unknown-name", str(exc.args[0])))
+        problems.append(Problem(("node_types",), "plan-unknown-name", str(exc.args[0]), hint=UNKNOWN_HINT))
         node_power = []
     if node_power:
         site = bp.site
@@ -156,7 +157,7 @@ def plan_blueprint(bp: Blueprint, groups: Iterable[Group] | None = None) -> Clus
         model_name, per_node, _ = groups.get(claim.node_group, (None, 0, 0))
         if model_name is None:
             problems.append(Problem(("claims", i, "node_group"), "plan-no-gpus",
-                                    f"node group '{claim.node_group}' has no GPUs"))
+                                    f"node group '{claim.node_group}' has no GPUs", hint=NO_GPUS_HINT))
             continue
         try:
             if claim.kind == "training-days":
@@ -166,10 +167,23 @@ def plan_blueprint(bp: Blueprint, groups: Iterable[Group] | None = None) -> Clus
                 claims.append(check_quantized_fits_claim(claim.model, claim.quantization, model_name,
                                                          claim.weights / 1e9, claim.max_model_len))
         except KeyError as exc:
-            problems.append(Problem(("claims", i, "model"), "plan-unknown-name", str(exc.args[0])))
+            problems.append(Problem(("claims", i, "model"), "plan-unknown-name", str(exc.args[0]), hint=UNKNOWN_HINT))
         except PlanError as exc:
-            problems.append(Problem(("claims", i), "plan-claim", str(exc)))
+            problems.append(planner_problem(("claims", i), "plan-claim", exc, "correct the claim's figures or remove it"))
     return ClusterPlan(tuple(training), tuple(serving), power, tuple(problems), tuple(claims))
+
+
+NO_GPUS_HINT = "name a node group whose node type has a gpu: section"
+UNKNOWN_HINT = "use one of the known names, or declare the model under models:"
+TRAINING_HINT = "change the job's tp, pp, micro_batch, global_batch or nodes; aiinfra size train shows layouts that fit"
+SERVING_HINT = ("change tp, pp, quantization, kv_cache_dtype or max_model_len; aiinfra size serve shows what fits")
+
+
+def planner_problem(path: tuple, id: str, exc: PlanError, default_hint: str) -> Problem:
+    """A planner refusal as a Problem: the planner's own "try ..." advice is the hint when it gives one."""
+    message, sep, advice = str(exc).partition("; try ")
+    hint = f"try {advice}" if sep else default_hint
+    return Problem(path, id, message, hint=hint)
 
 
 def plan_cluster(cluster: Cluster) -> ClusterPlan:

@@ -8,6 +8,7 @@ the Cluster, the plan) are composed by :mod:`aiinfra.pipeline`.
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -20,7 +21,23 @@ from aiinfra.catalog.names import suggest
 from aiinfra.errors import ROOT_KEY, BlueprintError, Level, Problem
 from aiinfra.spec.models import Blueprint
 
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
+    """YAML's safe loader without implicit timestamps: a blueprint has no dates, and ``2024-01-01``
+    in a version field must stay the string the user wrote."""
+
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in _BaseLoader.yaml_implicit_resolvers.items()
+    }
+
+
+# Bounds on the document itself, before any of it is interpreted (alias bombs, runaway nesting).
+MAX_EXPANDED_NODES = 200_000  # prod's blueprint is about 1,000 nodes; a 16k-node site a few thousand
+MAX_DEPTH = 64
+MAX_INT = 2**53  # larger integers are not counts or sizes of anything in a cluster (and lose precision)
 
 
 @dataclass(frozen=True)
@@ -48,9 +65,11 @@ def read_file(path: Path, display: str | None = None) -> Source:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise BlueprintError(shown, [Problem((), "unreadable-file", "file not found")]) from None
+        raise BlueprintError(shown, [Problem((), "unreadable-file", "file not found",
+                                                   hint="check the path; --stack ENV reads stacks/Pulumi.ENV.yaml")]) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise BlueprintError(shown, [Problem((), "unreadable-file", f"cannot read: {exc}")]) from None
+        raise BlueprintError(shown, [Problem((), "unreadable-file", f"cannot read: {exc}",
+                                                   hint="the file must be readable UTF-8 text")]) from None
     return read_text(text, shown, env_from_path(path))
 
 
@@ -60,7 +79,10 @@ def read_text(text: str, file: str, env: str) -> Source:
         raise BlueprintError(file, problems)
     raw = _cluster_section(document)
     if isinstance(raw, Problem):
-        raise BlueprintError(file, [raw])
+        raise BlueprintError(file, with_lines([raw], lines))
+    plaintext = plaintext_secrets(document, lines)
+    if plaintext:
+        raise BlueprintError(file, plaintext)
     return Source(raw, file, env, lines)
 
 
@@ -87,24 +109,126 @@ def _order(p: Problem) -> tuple:
 
 def _parse_yaml(text: str) -> tuple[object, dict[tuple, int], list[Problem]]:
     try:
+        tagged = _explicit_tags(text)
         node = yaml.compose(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
         reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        return None, {}, [Problem((), "not-yaml", f"not valid YAML: {reason}", line=line)]
+        return None, {}, [Problem((), "not-yaml", f"not valid YAML: {reason}", line=line or 1,
+                                  hint="check the indentation and quoting near this line")]
+    except RecursionError:
+        return None, {}, [Problem((), "yaml-too-deep", f"the document nests deeper than {MAX_DEPTH} levels",
+                                  hint="a blueprint is a few levels deep: look for a runaway '[' or '{'", line=1)]
     if node is None:
-        return None, {}, [Problem((), "missing-key", "the file is empty", hint=f"add config: {ROOT_KEY}: ...")]
+        return None, {}, [Problem((), "missing-key", "the file is empty", hint=f"add config: {ROOT_KEY}: ...",
+                                  line=1)]
+    shape = _check_shape(node)
+    if shape:
+        return None, {}, [shape]
     lines: dict[tuple, int] = {}
     dups: list[Problem] = []
     _walk(node, (), lines, dups)
-    if dups:
-        return None, lines, dups
+    if dups or tagged:
+        return None, lines, dups + [_at_line(p, lines) for p in tagged]
     try:
         document = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
-    except yaml.YAMLError as exc:  # constructor errors (bad timestamps, tags)
-        return None, lines, [Problem((), "not-yaml", f"not valid YAML: {exc}")]
+    except yaml.YAMLError as exc:  # constructor errors (bad tags, values)
+        mark = getattr(exc, "problem_mark", None)
+        return None, lines, [Problem((), "not-yaml", f"not valid YAML: {getattr(exc, 'problem', None) or exc}",
+                                     line=mark.line + 1 if mark else 1, hint="write the value as plain text")]
+    numbers = _check_numbers(document, (), lines)
+    if numbers:
+        return None, lines, numbers
     return document, lines, []
+
+
+def _explicit_tags(text: str) -> list[Problem]:
+    """Explicit YAML tags (``!!float 2.15.6``, ``!!binary``, ``!custom``) are refused: a blueprint's
+    values are plain scalars, lists and mappings, and the models decide their types."""
+    found = []
+    for event in yaml.parse(text, Loader=_Loader):
+        tag = getattr(event, "tag", None)
+        if tag is not None and tag != "!" and not isinstance(event, yaml.DocumentStartEvent):
+            shown = tag.replace("tag:yaml.org,2002:", "!!")
+            found.append(Problem((), "yaml-tag", f"explicit YAML tag '{shown}' is not allowed in a blueprint",
+                                 line=event.start_mark.line + 1,
+                                 hint=f"remove '{shown}' and write the value plainly (quote it to keep it a string)"))
+            if len(found) >= 20:
+                break
+    return found
+
+
+def _at_line(problem: Problem, lines: dict[tuple, int]) -> Problem:
+    """Give a problem found by line alone the key path of the value on that line."""
+    on_line = [path for path, line in lines.items() if line == problem.line and _relative(path) is not None]
+    if not on_line:
+        return problem
+    path = _relative(max(on_line, key=len)) or ()
+    return Problem(path, problem.id, problem.message, problem.level, problem.hint, problem.line)
+
+
+def _check_shape(root: yaml.Node) -> Problem | None:
+    """Refuse recursive aliases, alias expansions past MAX_EXPANDED_NODES and nesting past MAX_DEPTH.
+
+    Aliases share nodes, so the expanded size is counted once per distinct node (memoised) and
+    the check costs the size of the text, not of the expansion."""
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    active: set[int] = set()
+
+    def visit(node: yaml.Node) -> Problem | None:
+        key = id(node)
+        if key in size:
+            return None
+        if key in active:
+            return Problem((), "yaml-alias", "a YAML alias refers to a node that contains it (a recursive alias)",
+                           line=node.start_mark.line + 1, hint="replace the alias with the values it should hold")
+        active.add(key)
+        children = ([v for pair in node.value for v in pair] if isinstance(node, yaml.MappingNode)
+                    else node.value if isinstance(node, yaml.SequenceNode) else [])
+        total, deepest = 1, 0
+        for child in children:
+            problem = visit(child)
+            if problem:
+                return problem
+            total += size[id(child)]
+            deepest = max(deepest, depth[id(child)])
+            if total > MAX_EXPANDED_NODES:
+                return Problem((), "yaml-alias", f"the document expands to more than {MAX_EXPANDED_NODES:,} values "
+                               "through its aliases", line=node.start_mark.line + 1,
+                               hint="write the values out, or use fewer nested aliases")
+        active.discard(key)
+        size[key], depth[key] = total, deepest + 1
+        if depth[key] > MAX_DEPTH:
+            return Problem((), "yaml-too-deep", f"the document nests deeper than {MAX_DEPTH} levels",
+                           line=node.start_mark.line + 1, hint="a blueprint is a few levels deep")
+        return None
+
+    return visit(root)
+
+
+def _check_numbers(value: object, path: tuple, lines: dict[tuple, int]) -> list[Problem]:
+    """Every number is finite and within MAX_INT (``.inf``, ``1e400``, ``2**63`` are refused here)."""
+    found: list[Problem] = []
+    stack = [(value, path)]
+    while stack and len(found) < 20:
+        node, at = stack.pop()
+        if isinstance(node, dict):
+            stack.extend((v, (*at, k)) for k, v in node.items())
+        elif isinstance(node, list):
+            stack.extend((v, (*at, i)) for i, v in enumerate(node))
+        elif isinstance(node, (int, float)) and not isinstance(node, bool) and not abs(node) <= MAX_INT:
+            found.append(_number_problem(at, node, lines))  # NaN fails the comparison too
+    return found
+
+
+def _number_problem(at: tuple, value: object, lines: dict[tuple, int]) -> Problem:
+    rel = _relative(at)
+    shown = f"{value:.3g}" if isinstance(value, float) else (str(value) if len(str(value)) < 24 else f"{value:.3g}")
+    return Problem(rel if rel is not None else (), "number-out-of-range",
+                   f"{shown} is not a usable number (limit: finite, at most 2^53)", line=lines.get(at),
+                   hint="give the real value; sizes and rates take a unit, e.g. 2TiB or 1TB/s")
 
 
 def _walk(node: yaml.Node, path: tuple, lines: dict[tuple, int], dups: list[Problem]) -> None:
@@ -160,6 +284,53 @@ def _cluster_section(document: object) -> object:
     return config[ROOT_KEY]
 
 
+# ------------------------------------------------------------------ the stack's other config keys
+
+#: The project's own config keys besides ``aiinfra:cluster`` are secrets (Pulumi.yaml declares each
+#: ``secret: true``: ``aiinfra:kubeconfig``); so is a key of any namespace named like a credential.
+SECRET_NAMESPACE = "aiinfra"
+_CREDENTIAL_WORDS = {"password", "passwd", "secret", "token", "apikey", "credential", "credentials"}
+_KEY_KINDS = {"api", "access", "private", "secret", "signing", "encryption"}  # <kind>Key, <kind>_key
+
+
+@dataclass(frozen=True, order=True)
+class StackKeyProblem(Problem):
+    """A problem of a stack config key beside ``aiinfra:cluster``: its path is that key."""
+
+    @property
+    def key_path(self) -> str:
+        return ".".join(str(p) for p in self.path)
+
+
+def is_secret_config_key(key: str) -> bool:
+    """``aiinfra:kubeconfig``, ``aws:secretKey``, ``gcp:accessToken``, ``db:password``: not ``aws:region``."""
+    namespace, _, name = key.partition(":")
+    words = [w.lower() for w in re.findall(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])", name)]
+    named = bool(_CREDENTIAL_WORDS.intersection(words)) or (
+        len(words) > 1 and words[-1] == "key" and words[-2] in _KEY_KINDS)
+    return key != ROOT_KEY and (namespace == SECRET_NAMESPACE or named)
+
+
+def _plaintext(value: object) -> bool:
+    """Whether a config value holds anything Pulumi did not encrypt (a ``{secure: ...}`` entry)."""
+    if isinstance(value, dict):
+        return set(value) != {"secure"} and any(_plaintext(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_plaintext(v) for v in value)
+    return value is not None and value != ""
+
+
+def plaintext_secrets(document: dict, lines: dict[tuple, int]) -> list[Problem]:
+    """Stack config keys Pulumi keeps as secrets whose value the file holds in plaintext."""
+    return [StackKeyProblem((key,), "plaintext-secret",
+                            f"the stack file holds {key} in plaintext: it is a secret, and this file is "
+                            "committed and read by every tool",
+                            f"pulumi config set --secret {key} ... (the file then holds {{secure: <ciphertext>}})",
+                            line=lines.get(("config", key)))
+            for key, value in document["config"].items()
+            if isinstance(key, str) and is_secret_config_key(key) and _plaintext(value)]
+
+
 # ------------------------------------------------------------------ pydantic errors -> Problems
 
 
@@ -174,18 +345,36 @@ def _from_pydantic(exc: ValidationError) -> list[Problem]:
             problem = Problem(path, "unknown-key", f"unknown key '{key}'{suggest(key, fields)}",
                               hint=f"allowed here: {', '.join(fields)}" if fields else "")
         elif kind == "missing":
-            problem = Problem(path, "missing-key", f"required key '{path[-1]}' is missing")
+            problem = Problem(path, "missing-key", f"required key '{path[-1]}' is missing",
+                              hint=_field_hint(model, path, "add it"))
         else:
             message = str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
             if "input" in err and kind not in ("value_error",) and not isinstance(err["input"], (dict, list)):
-                message = f"{message} (got {err['input']!r})"
-            problem = Problem(path, "wrong-type" if kind.endswith("_type") else "invalid-value", message)
+                shown = repr(err["input"])
+                message = f"{message} (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
+            hint = _field_hint(model, path, "see docs/blueprint.md")
+            value = err.get("input")
+            if kind == "literal_error" and isinstance(value, str):
+                allowed = re.findall(r"'([^']*)'", str(err.get("ctx", {}).get("expected", "")))
+                message += suggest(value, allowed)
+                hint = f"use one of: {', '.join(allowed)}"
+            elif kind == "string_type" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                hint = f"quote it, YAML reads {value} as a number: {path[-1]}: \"{value}\""
+            problem = Problem(path, "wrong-type" if kind.endswith("_type") else "invalid-value", message, hint=hint)
         if path in merged and merged[path].id == problem.id and problem.id != "unknown-key":
             old = merged[path]
             if problem.message not in old.message:
-                problem = Problem(path, old.id, f"{old.message}; or {problem.message}")
+                problem = Problem(path, old.id, f"{old.message}; or {problem.message}", hint=old.hint)
         merged[path] = problem
     return list(merged.values())
+
+
+def _field_hint(model: type[BaseModel] | None, path: tuple, fallback: str) -> str:
+    """The field's own description (what docs/blueprint.md says of it) as the fix hint."""
+    field = model.model_fields.get(str(path[-1])) if model and path else None
+    if field is None or not field.description:
+        return fallback
+    return f"{path[-1]}: {field.description}"
 
 
 def _key_path(loc: tuple) -> tuple[tuple, type[BaseModel] | None]:

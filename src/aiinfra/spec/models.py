@@ -30,12 +30,37 @@ from aiinfra.spec.units import parse_bytes, parse_bytes_per_s
 class Strict(BaseModel):
     """Base: unknown keys are errors; values are not silently coerced between types."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
-def _nodeset(value: object, pattern: str, what: str) -> str:
+MAX_HOSTS = 100_000  # per hostlist expression: past any cluster this toolkit plans (issue: 16k-32k nodes)
+MAX_DEVICES = 64  # HCAs per node
+
+
+def _expression_size(value: str) -> int:
+    """An upper bound on the names a hostlist expression expands to, without expanding it."""
+    total = 0
+    for pattern in re.split(r",(?![^\[]*\])", value):
+        count = 1
+        for group in re.findall(r"\[([^\]]*)\]", pattern):
+            n = 0
+            for part in group.split(","):
+                bounds = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*(?:/\s*(\d+))?\s*", part)
+                if bounds:
+                    low, high, step = int(bounds[1]), int(bounds[2]), int(bounds[3] or 1)
+                    n += max(high - low, 0) // max(step, 1) + 1
+                else:
+                    n += 1
+            count *= max(n, 1)
+        total += count
+    return total
+
+
+def _nodeset(value: object, pattern: str, what: str, limit: int = MAX_HOSTS) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError("expected a hostlist expression such as 'gpu[001-512]'")
+    if len(value) > 4096 or _expression_size(value) > limit:
+        raise ValueError(f"'{value[:40]}' names more than {limit:,} {what.split(' (')[0]}s")
     try:
         nodes = NodeSet(value)
     except NodeSetParseError as exc:
@@ -53,7 +78,7 @@ def _hostlist(value: object) -> str:
 
 
 def _devicelist(value: object) -> str:
-    return _nodeset(value, r"[a-z0-9][a-z0-9_]*", "device name (e.g. mlx5_0)")
+    return _nodeset(value, r"[a-z0-9][a-z0-9_]*", "device name (e.g. mlx5_0)", MAX_DEVICES)
 
 
 def _cidr(value: object) -> str:
@@ -79,12 +104,14 @@ Name = Annotated[str, AfterValidator(_name)]
 Bytes = Annotated[
     int,
     BeforeValidator(parse_bytes),
+    Field(gt=0, le=2**70),  # zero sizes are refused (omit the key instead); 1 ZiB is past any cluster
     PlainSerializer(lambda v: v),
     WithJsonSchema({"type": "string", "pattern": r"^[0-9.]+\s*[KMGTP]?i?B$", "examples": ["2TiB", "100PB"]}),
 ]
 BytesPerS = Annotated[
     float,
     BeforeValidator(parse_bytes_per_s),
+    Field(gt=0, le=1e16),  # zero rates are refused; 10 PB/s is past any file system or link
     WithJsonSchema({"type": "string", "examples": ["1TB/s", "400Gb/s"]}),
 ]
 Auto = Literal["auto"]
