@@ -83,3 +83,8 @@ class UsageError(AiinfraError):
     """Bad command-line input (unknown stack, unknown model name ...)."""
 
     exit_code = 2
+
+
+class WriteError(AiinfraError):
+    """A rendered tree was not written (disk full, read-only, another render holds the lock, hand
+    edits in the way); the previous tree is intact. :mod:`aiinfra.render.writer` has the kinds."""

@@ -178,11 +178,19 @@ def schema(
 def render(
     stack: StackOpt = None,
     check: Annotated[bool, typer.Option("--check", help="write nothing; exit 1 if manifests/<env> is stale")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="overwrite files edited by hand and delete files the last render did not write")] = False,
 ) -> None:
-    """Render manifests/<env>/ (the GitOps tree) from the blueprint, atomically."""
+    """Render manifests/<env>/ (the GitOps tree) from the blueprint, atomically.
+
+    Refuses to overwrite a hand edit or delete an untracked file in manifests/<env>/ unless --force
+    (the tree's render record, .aiinfra-render.sha256, says what the last render wrote).
+    """
     from aiinfra.render import render_all
     from aiinfra.render.writer import diff_tree, write_tree
 
+    if check and force:
+        raise UsageError("--check writes nothing; give --force only to a render that writes")
     loaded = load(stack, None)
     cluster = loaded.cluster
     artifacts = render_all(cluster, loaded.plan)
@@ -201,7 +209,10 @@ def render(
                 err.print(f"  ... and {len(items) - 20} more {label}", highlight=False)
         err.print(f"run: aiinfra render --stack {cluster.env}", highlight=False)
         raise typer.Exit(1)
-    write_tree(target, artifacts)
+    written = write_tree(target, artifacts, force=force)
+    for label, items in (("edited", written.overwritten.edited), ("untracked", written.overwritten.untracked)):
+        for p in items:
+            err.print(f"  --force: replaced or removed {label} file {p}", style="yellow", highlight=False)
     out.print(f"manifests/{cluster.env}: wrote {len(artifacts)} files", highlight=False)
 
 
