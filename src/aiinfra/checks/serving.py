@@ -1,13 +1,16 @@
 """Serving preflight beyond the planner's arithmetic (``cluster`` phase): the pinned engine version
 has every flag a deployment needs, multi-node replicas take whole nodes inside one SU, the
-checkpoint can be read (and staged), and all replicas fit their node group. It reads the
+checkpoint can be read (and staged), all replicas fit their node group, and the API is not open
+without a key nor its egress open to anywhere. It reads the
 deployments as the plan resolved them (:mod:`aiinfra.plan.deployments`), so what is checked is
 exactly what is rendered."""
 
 from __future__ import annotations
 
+import ipaddress
+
 from aiinfra.catalog import engines as eng
-from aiinfra.checks.registry import validator
+from aiinfra.checks.registry import validator, warning
 from aiinfra.errors import Problem
 from aiinfra.plan.cluster import ClusterPlan
 from aiinfra.plan.deployments import (
@@ -21,7 +24,10 @@ from aiinfra.spec.cluster import Cluster
 from aiinfra.spec.models import ServingDeployment
 
 SERVING_ERRORS = {"serving-engine-version", "serving-engine-flag", "serving-layout", "serving-weights",
-                  "serving-over-capacity", "serving-autoscaling"}
+                  "serving-over-capacity", "serving-autoscaling", "serving-api-key-unsupported"}
+#: An egress CIDR this wide (a /8 is 16.7 M addresses; /0 is every address) lets the server send to
+#: practically anywhere: ``serving-egress-anywhere``.
+EGRESS_ANYWHERE_PREFIX = 8
 
 
 
@@ -40,6 +46,7 @@ def check_serving(cluster: Cluster, plan: ClusterPlan) -> list[Problem]:
         problems += _check_layout(s)
         problems += _check_weights(cluster, s)
         problems += _check_autoscaling(s)
+        problems += _check_exposure(s)
     problems += _check_capacity(cluster, specs)
     return problems
 
@@ -178,6 +185,38 @@ def _check_autoscaling(s: ResolvedDeployment) -> list[Problem]:
         out.append(_err(s, ("max_replicas",), "serving-autoscaling",
                         f"max_replicas {s.max_replicas} is below min_replicas {s.min_replicas}",
                         f"set max_replicas >= {s.min_replicas}"))
+    return out
+
+
+def _check_exposure(s: ResolvedDeployment) -> list[Problem]:
+    """Who may talk to the server and where it may talk to: an API key the engine cannot take, an API
+    open to the gateway namespace without one, egress to (nearly) anywhere."""
+    d, e = s.dep, s.engine
+    out = []
+    for i, cidr in enumerate(d.egress_cidrs):
+        net = ipaddress.IPv4Network(cidr)
+        if net.prefixlen <= EGRESS_ANYWHERE_PREFIX:
+            reach = "any address" if net.prefixlen == 0 else f"{net.num_addresses:,} addresses"
+            out.append(warning(s.path + ("egress_cidrs", i), "serving-egress-anywhere",
+                               f"egress to {cidr} lets the server reach {reach}: a compromised server could send "
+                               "what it reads (prompts, the checkpoint on Lustre) anywhere",
+                               "list only the networks it must reach (a model registry, a tracing collector) "
+                               "as narrow CIDRs"))
+    if e.api_key_env is not None:
+        return out
+    serve = f"{e.title} {eng.format_version(s.version)}" if s.version else e.title
+    if d.api_key_secret is not None:
+        out.append(_err(s, ("api_key_secret",), "serving-api-key-unsupported",
+                        f"the {serve} server has no API-key option, so the Secret "
+                        f"'{d.api_key_secret}' would not be used and the API would answer without a key",
+                        "remove api_key_secret and authenticate in front of the server (the gateway in "
+                        "gateway_namespace), or use engine: vllm, which takes the key from the Secret"))
+    elif d.gateway_namespace:
+        out.append(warning(s.path + ("gateway_namespace",), "serving-no-auth",
+                           f"the {serve} server has no API-key option: every pod in namespace "
+                           f"'{d.gateway_namespace}' may call this API without credentials",
+                           f"authenticate at the gateway in '{d.gateway_namespace}' (then silence serving-no-auth), "
+                           "or use engine: vllm with api_key_secret"))
     return out
 
 

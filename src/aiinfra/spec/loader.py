@@ -236,6 +236,12 @@ def _walk(node: yaml.Node, path: tuple, lines: dict[tuple, int], dups: list[Prob
     if isinstance(node, yaml.MappingNode):
         seen: set = set()
         for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):  # '{a: 1}: 2' or '[a]: 1': Python cannot key on it
+                rel = _relative(path)
+                dups.append(Problem(rel if rel is not None else (), "wrong-type",
+                                    "a mapping key must be a plain name, not a list or mapping",
+                                    hint="write the key as a plain word", line=key_node.start_mark.line + 1))
+                continue
             key = key_node.value
             if key in seen:
                 rel = _relative(path)
@@ -325,7 +331,8 @@ def plaintext_secrets(document: dict, lines: dict[tuple, int]) -> list[Problem]:
     return [StackKeyProblem((key,), "plaintext-secret",
                             f"the stack file holds {key} in plaintext: it is a secret, and this file is "
                             "committed and read by every tool",
-                            f"pulumi config set --secret {key} ... (the file then holds {{secure: <ciphertext>}})",
+                            hint=f"pulumi config set --secret {key} ... (the file then holds "
+                                 "{secure: <ciphertext>})",
                             line=lines.get(("config", key)))
             for key, value in document["config"].items()
             if isinstance(key, str) and is_secret_config_key(key) and _plaintext(value)]
