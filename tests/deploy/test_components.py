@@ -108,8 +108,8 @@ def _resized(train_nodes: int, serve_nodes: int) -> dict:
     groups = {g["name"]: g for g in bp["node_groups"]}
     groups["gpu-train"]["hosts"] = f"gpu[001-{train_nodes:03d}]"
     groups["gpu-serve"]["hosts"] = f"gpu[{train_nodes + 1:03d}-{train_nodes + serve_nodes:03d}]"
-    groups["gpu-serve"]["address_index"] = 1001 + train_nodes
-    return bp
+    bp["nodes"] = {}  # gpu200's day-2 state: not a host of the small variant
+    return bp  # addresses follow the names: gpu-serve shares gpu-train's numbering
 
 
 def test_the_resource_count_does_not_grow_with_the_nodes():

@@ -57,7 +57,7 @@ def test_batch_arithmetic(plan, values, script):
     assert micro * lay["num_microbatches"] * lay["dp"] == global_batch
     opts = sbatch_options(script)
     gpus = int(opts["nodes"]) * int(opts["gres"].removeprefix("gpu:"))
-    assert lay["tp"] * lay["pp"] * lay["dp"] * lay["cp"] == gpus == plan["gpus"] == 3840
+    assert lay["tp"] * lay["pp"] * lay["dp"] * lay["cp"] == gpus == plan["gpus"] == 3584  # 448 nodes x 8
     assert int(flag(args, "--seq-length")) == lay["seq_len"]
     assert int(flag(args, "--train-iters")) == math.ceil(plan["tokens"] / lay["global_batch_tokens"])
 
@@ -66,7 +66,7 @@ def test_checkpoint_interval_is_young_daly_over_the_step_time(plan, values):
     args, _ = values
     rel = plan["reliability"]
     steps = int(flag(args, "--save-interval"))
-    assert steps == math.floor(rel["checkpoint_interval_s"] / plan["step_time_s"]) == 125
+    assert steps == math.floor(rel["checkpoint_interval_s"] / plan["step_time_s"]) == 129
     assert flag(args, "--save") == flag(args, "--load") == "/lustre/checkpoints/llama3-70b-pretrain"
     assert flag(args, "--exit-signal-handler") == ""
 
@@ -102,8 +102,8 @@ def test_nccl_hcas_are_the_rails_of_the_inventory(values, aiinfra):
 
 def test_slurm_options(plan, script):
     opts = sbatch_options(script)
-    assert opts["nodes"] == "480" and opts["gres"] == "gpu:8" and opts["ntasks-per-node"] == "8"
-    assert opts["switches"] == "15"  # 480 nodes / 32 per SU
+    assert opts["nodes"] == "448" and opts["gres"] == "gpu:8" and opts["ntasks-per-node"] == "8"
+    assert opts["switches"] == "14"  # 448 nodes / 32 per SU
     assert opts["partition"] == "train" and opts["time"] == "14-00:00:00"
     assert "requeue" in opts and opts["open-mode"] == "append"
     signal, _, lead = opts["signal"].partition("@")

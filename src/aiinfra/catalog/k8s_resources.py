@@ -19,6 +19,12 @@ LUSTRE_PVC = "lustre"
 
 LABEL_PREFIX = "aiinfra.io"
 SU_LABEL = f"{LABEL_PREFIX}/su"
+# A node the blueprint takes out of service (nodes: section) or `aiinfra node drain` drains: the
+# taint's value is the state (drain: NoSchedule, running pods stay; down: NoExecute, they leave),
+# the reason rides in NODE_STATE_REASON_ANNOTATION (taint and label values cannot hold free text).
+NODE_STATE_KEY = f"{LABEL_PREFIX}/node-state"
+NODE_STATE_REASON_ANNOTATION = f"{LABEL_PREFIX}/node-state-reason"
+NODE_STATE_EFFECT = {"drain": "NoSchedule", "down": "NoExecute"}
 NODE_GROUP_LABEL = f"{LABEL_PREFIX}/node-group"
 
 # Training workloads (aiinfra.render.jobs): the namespace PyTorchJobs run in and the Kueue LocalQueue

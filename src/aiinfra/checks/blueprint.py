@@ -17,6 +17,7 @@ from aiinfra.catalog.versions import VERSION_FORMATS, check_format, check_versio
 from aiinfra.checks.registry import BlueprintView, error, validator, warning
 from aiinfra.errors import Problem
 from aiinfra.spec import addressing
+from aiinfra.spec.cluster import scalable_units
 from aiinfra.spec.models import Blueprint
 
 # ------------------------------------------------------------------ names and references
@@ -116,15 +117,24 @@ def role_hosts_declared(v: BlueprintView) -> Iterator[Problem]:
 def networks_fit(v: BlueprintView) -> Iterator[Problem]:
     bp = v.bp
     nets = bp.networks
-    sizes = {name: len(hosts) for name, hosts in v.hosts.items()}
     flat = [("management", nets.management), ("bmc", nets.bmc)] + ([("storage", nets.storage)] if nets.storage else [])
-    blocks = addressing.plan_blocks(bp.node_groups, sizes, nets.management.first_host)
-    for a, b in addressing.overlapping_blocks(blocks):
-        i = next(k for k, g in enumerate(bp.node_groups) if g.name == b.group)
-        yield error(("node_groups", i, "address_index"), "address-overlap",
-                    f"host indices {b.first}-{b.last} of '{b.group}' overlap {a.first}-{a.last} of '{a.group}'",
-                    f"set address_index to {a.last + 1} or more")
-    highest = max((b.last for b in blocks), default=0)
+    group_of = {h: i for i, g in enumerate(bp.node_groups) for h in v.hosts[g.name]}
+    prefixes = addressing.plan_prefixes(bp.node_groups, v.hosts, nets.management.first_host)
+    for i, g in enumerate(bp.node_groups):
+        names = {addressing.split_name(h).prefix for h in v.hosts[g.name]}
+        for prefix in sorted(names):
+            block = prefixes[prefix]
+            if g.address_index is not None and block.base != g.address_index:
+                yield error(("node_groups", i, "address_index"), "address-overlap",
+                            f"address_index {g.address_index} disagrees with {block.base}, the index another group "
+                            f"gives host number 1 of '{prefix}' (a host's index follows its name)",
+                            f"remove address_index here or set it to {block.base}: {prefix} hosts share one numbering")
+    indices = addressing.host_indices(bp.node_groups, v.hosts, nets.management.first_host)
+    for first, second, index in addressing.colliding(indices)[:20]:
+        yield error(("node_groups", group_of[second], "address_index"), "address-overlap",
+                    f"{second} and {first} both get host index {index}",
+                    "give the groups' name prefixes address_index values far enough apart")
+    highest = max(indices.values(), default=0)
     for key, net in flat:
         cap = addressing.host_capacity(net.cidr)
         if highest > cap:
@@ -198,26 +208,63 @@ def fabric_fits(v: BlueprintView) -> Iterator[Problem]:
         yield warning(("fabric", "su_nodes"), "fabric-oversubscribed",
                       f"{fab.su_nodes} nodes per SU exceed the {radix // 2} down-ports of a {radix}-port leaf",
                       f"use su_nodes <= {radix // 2} for a non-blocking leaf")
-    if gpu_nodes % fab.su_nodes:
+    # the cabling map covers every GPU node, once, and nothing else
+    gpu_hosts = [h for g in bp.node_groups if g.type in bp.node_types and bp.node_types[g.type].rails
+                 for h in v.hosts[g.name]]
+    if fab.scalable_units:
+        seen: dict[str, int] = {}
+        for su, hostlist in sorted(fab.scalable_units.items()):
+            members = list(NodeSet(hostlist))
+            for h in members:
+                if h in seen:
+                    yield error(("fabric", "scalable_units", su), "duplicate-host",
+                                f"{h} is cabled to SU {seen[h]} and SU {su}", "list every node in one SU")
+                seen.setdefault(h, su)
+            if len(members) > fab.su_nodes:
+                yield error(("fabric", "scalable_units", su), "su-over-capacity",
+                            f"SU {su} lists {len(members)} nodes, more than su_nodes {fab.su_nodes}",
+                            "split the SU or raise fabric.su_nodes")
+        missing = [h for h in gpu_hosts if h not in seen]
+        if missing:
+            yield error(("fabric", "scalable_units"), "su-map-incomplete",
+                        f"{len(missing)} GPU node(s) are in no SU of the cabling map: {NodeSet.fromlist(missing[:1000])}",
+                        "add them to their SU's hostlist")
+        unknown = [h for h in seen if h not in set(gpu_hosts)]
+        if unknown:
+            yield error(("fabric", "scalable_units"), "undefined-host",
+                        f"the cabling map names {NodeSet.fromlist(unknown[:1000])}, not GPU nodes of any node group",
+                        "remove them, or add them to a GPU node group")
+        if missing or unknown:
+            return
+    sus = scalable_units(bp, gpu_hosts)
+    members: dict[int, int] = {}
+    for su in sus.values():
+        members[su] = members.get(su, 0) + 1
+    partial = sorted(su for su, n in members.items() if n < fab.su_nodes)
+    if partial:
         yield warning(("fabric", "su_nodes"), "fabric-partial-su",
-                      f"{gpu_nodes} GPU nodes do not fill SUs of {fab.su_nodes}: the last SU has "
-                      f"{gpu_nodes % fab.su_nodes}", "add nodes to fill the SU or accept a partial one")
-    su_count = -(-gpu_nodes // fab.su_nodes)
+                      f"{len(partial)} SU(s) hold fewer than {fab.su_nodes} nodes: "
+                      + ", ".join(f"SU {su} ({members[su]})" for su in partial[:8]) + ("..." if len(partial) > 8 else ""),
+                      "add nodes to fill the SU or accept a partial one (spares and repairs leave gaps)")
+    su_count = len(members)
     if su_count > radix:
         yield error(("fabric", "su_nodes"), "fabric-too-large",
                     f"{su_count} SUs exceed the {radix} leaves one two-level spine group can connect",
                     "use larger SUs or a three-level fabric (not modelled)")
     # a scheduler boundary inside an SU shares leaf switches between Slurm and Kubernetes
-    position = 0
-    for i, g in enumerate(bp.node_groups):
-        nt = bp.node_types.get(g.type)
-        if not (nt and nt.rails):
-            continue
-        if position % fab.su_nodes:
+    owner = {h: i for i, g in enumerate(bp.node_groups) for h in v.hosts[g.name]}
+    first_group: dict[int, int] = {}
+    warned: set[int] = set()
+    for h in gpu_hosts:
+        su, i = sus[h], owner[h]
+        first_group.setdefault(su, i)
+        j = first_group[su]
+        if i != j and bp.node_groups[i].scheduler != bp.node_groups[j].scheduler and i not in warned:
+            warned.add(i)
             yield warning(("node_groups", i, "hosts"), "fabric-su-split",
-                          f"group '{g.name}' starts inside SU {position // fab.su_nodes + 1}",
-                          f"align groups of GPU nodes to multiples of {fab.su_nodes} nodes")
-        position += len(v.hosts[g.name])
+                          f"group '{bp.node_groups[i].name}' shares SU {su} with '{bp.node_groups[j].name}' "
+                          "of another scheduler (their jobs share leaf switches)",
+                          "align the groups to whole SUs (node numbers, or fabric.scalable_units)")
 
 
 # ------------------------------------------------------------------ schedulers

@@ -74,7 +74,8 @@ def warning(path: tuple, id: str, message: str, hint: str) -> Problem:
 
 KNOWN_WARNINGS = {
     "rails-without-gpus", "fabric-oversubscribed", "fabric-partial-su", "fabric-su-split", "gpu-nodes-unscheduled",
-    "plan-serving-capacity", "plan-power-budget", "train-checkpoint-outside-lustre",
+    "plan-serving-capacity", "plan-power-budget", "train-checkpoint-outside-lustre", "train-no-spare",
+    "secret-in-url", "secret-token", "secret-key-material", "serving-egress-anywhere", "serving-no-auth",
 }
 
 
@@ -112,4 +113,5 @@ ERROR_IDS = {
     "yaml-tag", "yaml-alias", "yaml-too-deep", "number-out-of-range",
     "gpu-count-exceeds-baseboard", "rails-gpu-mismatch", "storage-hca-is-a-rail",
     "bad-address", "address-taken", "bad-nid", "address-outside-network",
+    "su-map-incomplete", "su-over-capacity",
 }

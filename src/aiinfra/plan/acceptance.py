@@ -77,7 +77,8 @@ def threshold_gb_s(cluster: Cluster, group: Group, test: str, nodes: int) -> flo
 def thresholds_table(cluster: Cluster, group: Group) -> dict:
     """The pass marks of a group at each scope (rendered beside the acceptance jobs, for review)."""
     su_nodes = cluster.fabric.su_nodes if cluster.fabric else 1
-    scopes = {"node": 1, "su": min(su_nodes, group.node_count), "partition": group.node_count}
+    in_service = len(group.in_service)  # drained and down nodes are not tested
+    scopes = {"node": 1, "su": min(su_nodes, in_service), "partition": in_service}
     return {
         "group": group.name,
         "efficiency": EFFICIENCY,

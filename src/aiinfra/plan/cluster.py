@@ -64,8 +64,9 @@ class ClusterPlan:
 
 
 def _group_gpus(groups: Iterable[Group]) -> dict[str, tuple[str | None, int, int]]:
-    """node group name -> (GPU model, GPUs per node, nodes), read from the Cluster's groups."""
-    return {g.name: (g.node_type.gpu.model if g.node_type.gpu else None, g.gpus_per_node, g.node_count)
+    """node group name -> (GPU model, GPUs per node, nodes a workload may take), read from the Cluster's
+    groups: nodes in service, the group's spares held back."""
+    return {g.name: (g.node_type.gpu.model if g.node_type.gpu else None, g.gpus_per_node, g.capacity)
             for g in groups}
 
 
@@ -92,7 +93,8 @@ def plan_blueprint(bp: Blueprint, groups: Iterable[Group] | None = None) -> Clus
             continue
         if job.nodes > nodes:
             problems.append(Problem(path + ("nodes",), "plan-too-many-nodes",
-                                    f"job asks for {job.nodes} nodes but '{job.node_group}' has {nodes}",
+                                    f"job asks for {job.nodes} nodes but '{job.node_group}' has {nodes} to give "
+                                    "(in service, spares held back)",
                                     hint=f"ask for at most {nodes} nodes, or add hosts to '{job.node_group}'"))
             continue
         try:

@@ -151,7 +151,7 @@ def resolve_deployments(cluster: Cluster, serving: tuple[ServingPlan, ...]) -> t
         w = plan.weights_bytes
         if plan.request.draft is not None:
             w += weight_bytes(plan.request.draft, plan.request.dtype, plan.request.dtype).total
-        capacity = plan.replicas_in(group.node_count)
+        capacity = plan.replicas_in(group.capacity)
         replicas = max(1, min(plan.replicas, capacity))
         min_r = dep.min_replicas or replicas
         max_r = dep.max_replicas or max(min_r, replicas)

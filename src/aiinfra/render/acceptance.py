@@ -31,7 +31,7 @@ def render_acceptance(cluster: Cluster, plan: ClusterPlan) -> Artifacts:
         if not gpu_groups:
             continue
         group = gpu_groups[0]  # one acceptance job per partition: its GPU groups share a node type's rails
-        hosts = [h for g in gpu_groups for h in g.hosts]
+        hosts = [h for g in gpu_groups for h in g.in_service]  # drained and down nodes are never tested
         sus: dict[str, list[str]] = {}
         for h in hosts:
             su = cluster.hosts[h].su
@@ -40,7 +40,7 @@ def render_acceptance(cluster: Cluster, plan: ClusterPlan) -> Artifacts:
         text = render_template(
             "acceptance/nccl-tests.sbatch.j2", env=cluster.env, source=cluster.source, partition=part.name,
             tests=TESTS, args=NCCL_TESTS_ARGS, efficiency=f"{thresholds_table(cluster, group)['efficiency']:g}",
-            default_nodes=min(su_nodes, len(hosts)), gpus_per_node=group.gpus_per_node,
+            in_service=fold(hosts), gpus_per_node=group.gpus_per_node,
             image=enroot_image(image) if image else None, host_bin=NCCL_TESTS_HOST_BIN, mpi=NCCL_TESTS_MPI,
             nccl=nccl_env(cluster, group), q=shell_quote, su_nodes=su_nodes,
             sus={su: fold(members) for su, members in sorted(sus.items())},

@@ -170,6 +170,9 @@ def nodes_data(cluster: Cluster) -> dict:
         labels = node_labels(cluster, name)
         taints = node_taints(cluster, name)
         out[name] = {"labels": labels, "taints": taints}
+        state = cluster.groups[cluster.hosts[name].group].states.get(name)
+        if state is not None:  # the kubernetes role annotates the node with it (NODE_STATE_REASON_ANNOTATION)
+            out[name]["state_reason"] = state.reason
     return out
 
 

@@ -14,7 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aiinfra.catalog.k8s_resources import LABEL_PREFIX, NODE_GROUP_LABEL, SU_LABEL
+from aiinfra.catalog.k8s_resources import (
+    LABEL_PREFIX,
+    NODE_GROUP_LABEL,
+    NODE_STATE_EFFECT,
+    NODE_STATE_KEY,
+    SU_LABEL,
+)
+from aiinfra.spec.addressing import split_name
 from aiinfra.spec.cluster import Cluster, Group, Host, su_name
 
 PREFIX = LABEL_PREFIX
@@ -60,8 +67,8 @@ def nvlink_domain(cluster: Cluster, host: Host) -> str | None:
     nodes_per_domain = max(1, group.gpu.nvlink_domain_gpus // group.gpus_per_node)
     if nodes_per_domain == 1:
         return host.name
-    position = group.hosts.index(host.name)
-    return f"{group.name}-nvl{position // nodes_per_domain + 1:03d}"
+    number = split_name(host.name).number or 1  # the node's own number: the rack it sits in, not a list position
+    return f"{group.name}-nvl{(number - 1) // nodes_per_domain + 1:03d}"
 
 
 def node_labels(cluster: Cluster, host_name: str) -> dict[str, str]:
@@ -84,9 +91,14 @@ def node_labels(cluster: Cluster, host_name: str) -> dict[str, str]:
 
 
 def node_taints(cluster: Cluster, host_name: str) -> list[dict[str, str]]:
-    """Taints a node registers with. Control-plane taints are kubeadm's own."""
+    """Taints a node registers with: GPU nodes', and the node's state when the blueprint takes it out
+    of service (the same taint `aiinfra node drain` sets). Control-plane taints are kubeadm's own."""
     group = cluster.groups[cluster.hosts[host_name].group]
-    return [dict(GPU_TAINT)] if group.gpu is not None and group.scheduler == "kubernetes" else []
+    taints = [dict(GPU_TAINT)] if group.gpu is not None and group.scheduler == "kubernetes" else []
+    state = group.states.get(host_name)
+    if state is not None:
+        taints.append({"effect": NODE_STATE_EFFECT[state.state], "key": NODE_STATE_KEY, "value": state.state})
+    return taints
 
 
 def topology_levels(cluster: Cluster) -> list[TopologyLevel]:

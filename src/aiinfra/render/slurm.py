@@ -148,6 +148,18 @@ class PartitionLine:
 
 
 @dataclass(frozen=True)
+class DownLine:
+    """One ``DownNodes=`` line: nodes the blueprint takes out of service, with one state and reason."""
+
+    hostlist: str
+    state: str  # DRAIN or DOWN (slurm.conf(5), DOWN NODE CONFIGURATION)
+    reason: str
+
+
+SLURM_STATE = {"drain": "DRAIN", "down": "DOWN"}
+
+
+@dataclass(frozen=True)
 class Switch:
     name: str
     nodes: str | None = None
@@ -163,6 +175,7 @@ class SlurmModel:
     dbd_hosts: list[str]
     state_save_location: str
     nodes: list[NodeLine]
+    down: list[DownLine]
     partitions: list[PartitionLine]
     gres: list[GresGroup]
     gres_autodetect: str
@@ -233,6 +246,15 @@ def _node_line(group: Group) -> NodeLine:
         real_memory_mib=real_memory_mib(nt.memory),
         gres=gres,
     )
+
+
+def _down_lines(groups: list[Group]) -> list[DownLine]:
+    """The blueprint's ``nodes:`` states of Slurm nodes, one line per (state, reason)."""
+    by_state: dict[tuple[str, str], list[str]] = {}
+    for g in groups:
+        for host, st in g.states.items():
+            by_state.setdefault((SLURM_STATE[st.state], st.reason), []).append(host)
+    return [DownLine(fold(hosts), state, reason) for (state, reason), hosts in sorted(by_state.items())]
 
 
 def _gres_groups(cluster: Cluster, autodetect: str, prefix: str) -> list[GresGroup]:
@@ -319,6 +341,7 @@ def slurm_model(cluster: Cluster) -> SlurmModel:
         dbd_hosts=cluster.hosts_with_role("slurmdbd"),
         state_save_location=spec.state_save_location,
         nodes=list(lines.values()),
+        down=_down_lines(groups),
         partitions=_partitions(cluster, lines, spec.def_mem_per_gpu),
         gres=_gres_groups(cluster, spec.gres_autodetect, spec.gres_device_prefix),
         gres_autodetect=spec.gres_autodetect,

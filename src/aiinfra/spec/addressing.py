@@ -1,48 +1,116 @@
 """The address plan: deterministic IPv4 addresses per network from CIDRs and host indices.
 
 A host's *index* is its offset inside every flat network (management, BMC, storage) and inside each
-rail subnet of the IPoIB network, so ``gpu017`` ends in the same host part everywhere — easy to
-read in an incident. Groups are laid out in blueprint order; a group that sets ``address_index``
-starts there, so growing an earlier group never renumbers a later one.
+rail subnet of the IPoIB network, so ``gpu017`` ends in the same host part everywhere.
+
+The index comes from the host's own name, never from its place in a list: a name is a *prefix*
+and a *number* (``gpu017`` -> ``gpu``, 17), and ``index = base(prefix) + number - 1``. Adding,
+removing or replacing a node, or moving it between node groups of the same prefix, changes no
+other node's index. ``base`` is the ``address_index`` of a group with that prefix when one is set
+(the index of the prefix's host number 1, e.g. ``gpu001``); otherwise prefixes are laid out in
+blueprint order from ``networks.management.first_host``, each reserving a block of 10^width
+numbers (``mgmt01``: 100, ``gpu001``: 1,000), so a prefix can grow within its width without
+moving another. A name without a trailing number takes a block of one.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 import struct
 from dataclasses import dataclass
 
 from aiinfra.spec.models import NodeGroup
 
+_NUMBERED = re.compile(r"(.*?)(\d+)")
+
 
 @dataclass(frozen=True)
-class GroupBlock:
-    """Host indices [first, first + size) taken by one node group."""
-
-    group: str
-    first: int
-    size: int
-
-    @property
-    def last(self) -> int:
-        return self.first + self.size - 1
+class HostName:
+    prefix: str
+    number: int | None  # None: no trailing number
+    width: int  # digits as written (zero padding included)
 
 
-def plan_blocks(groups: list[NodeGroup], sizes: dict[str, int], first_host: int) -> list[GroupBlock]:
-    """Lay out each group's block of host indices, in blueprint order."""
-    blocks: list[GroupBlock] = []
-    cursor = first_host
+def split_name(host: str) -> HostName:
+    """``gpu017`` -> (``gpu``, 17, 3); ``head`` -> (``head``, None, 0)."""
+    m = _NUMBERED.fullmatch(host)
+    if not m:
+        return HostName(host, None, 0)
+    return HostName(m.group(1), int(m.group(2)), len(m.group(2)))
+
+
+@dataclass(frozen=True)
+class PrefixBlock:
+    """Host indices [base, base + span) reserved for the names of one prefix."""
+
+    prefix: str
+    base: int  # index of the prefix's number 1
+    span: int
+    explicit: bool  # from a group's address_index
+
+    def index(self, name: HostName) -> int:
+        return self.base + (name.number - 1 if name.number is not None else 0)
+
+
+def plan_prefixes(groups: list[NodeGroup], expanded: dict[str, tuple[str, ...]],
+                  first_host: int) -> dict[str, PrefixBlock]:
+    """The block of every host-name prefix (see the module docstring)."""
+    width: dict[str, int] = {}
+    explicit: dict[str, int] = {}
+    order: list[str] = []
     for group in groups:
-        start = group.address_index if group.address_index is not None else cursor
-        blocks.append(GroupBlock(group.name, start, sizes[group.name]))
-        cursor = max(cursor, start + sizes[group.name])
+        for host in expanded.get(group.name, ()):
+            name = split_name(host)
+            if name.prefix not in width:
+                order.append(name.prefix)
+            width[name.prefix] = max(width.get(name.prefix, 0), name.width)
+            if group.address_index is not None:
+                explicit.setdefault(name.prefix, group.address_index)
+    blocks: dict[str, PrefixBlock] = {
+        p: PrefixBlock(p, explicit[p], 10 ** width[p] if width[p] else 1, True) for p in order if p in explicit
+    }
+    taken = sorted((b.base, b.base + b.span) for b in blocks.values())
+    cursor = first_host
+    for prefix in order:
+        if prefix in blocks:
+            continue
+        span = 10 ** width[prefix] if width[prefix] else 1
+        moved = True
+        while moved:  # the first gap of the default layout that no explicit block covers
+            moved = False
+            for low, high in taken:
+                if cursor < high and low < cursor + span:
+                    cursor, moved = high, True
+        blocks[prefix] = PrefixBlock(prefix, cursor, span, False)
+        taken.append((cursor, cursor + span))
+        cursor += span
     return blocks
 
 
-def overlapping_blocks(blocks: list[GroupBlock]) -> list[tuple[GroupBlock, GroupBlock]]:
-    ordered = sorted(blocks, key=lambda b: b.first)
-    return [(a, b) for a, b in zip(ordered, ordered[1:], strict=False) if b.first <= a.last]
+def host_indices(groups: list[NodeGroup], expanded: dict[str, tuple[str, ...]],
+                 first_host: int) -> dict[str, int]:
+    """Every host's index (hosts in blueprint order)."""
+    blocks = plan_prefixes(groups, expanded, first_host)
+    out: dict[str, int] = {}
+    for group in groups:
+        for host in expanded.get(group.name, ()):
+            name = split_name(host)
+            out[host] = blocks[name.prefix].index(name)
+    return out
+
+
+def colliding(indices: dict[str, int]) -> list[tuple[str, str, int]]:
+    """Pairs of hosts that got the same index (first holder, second holder, index)."""
+    holder: dict[int, str] = {}
+    found = []
+    for host, index in indices.items():
+        if index in holder:
+            found.append((holder[index], host, index))
+        else:
+            holder[index] = host
+    return found
 
 
 def host_capacity(cidr: str) -> int:

@@ -6,6 +6,7 @@ hostlists, each gets its addresses and (GPU nodes) its SU, leaves and IPoIB addr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -23,18 +24,18 @@ from aiinfra.spec.fabric import (
     su_name,
     summarize,
 )
-from aiinfra.spec.models import Blueprint, NodeGroup, NodeType
+from aiinfra.spec.models import Blueprint, NodeGroup, NodeState, NodeType
 
 
 @dataclass(frozen=True, slots=True)
 class Host:
     name: str
     group: str
-    index: int  # host index in every network (see addressing)
+    index: int  # host index in every network (see addressing): from the name, never from a list position
     management_address: str
     bmc_address: str
     storage_address: str | None
-    su: int | None  # 1-based scalable unit, GPU nodes only
+    su: int | None  # 1-based scalable unit, GPU nodes only: from the cabling map or the node's number
     rails: tuple[RailPort, ...]
 
 
@@ -44,7 +45,23 @@ class Group:
 
     spec: NodeGroup
     node_type: NodeType
-    hosts: tuple[str, ...]
+    hosts: tuple[str, ...]  # in the rendered files: every host but the decommissioned ones
+    states: Mapping[str, NodeState] = field(default_factory=dict)  # hosts drained or down, by name
+    su_count: int = 0  # scalable units the group's GPU nodes sit in (spares are held per SU)
+
+    @property
+    def in_service(self) -> tuple[str, ...]:
+        """Hosts that take work: neither drained nor down."""
+        return tuple(h for h in self.hosts if h not in self.states)
+
+    @property
+    def spares(self) -> int:
+        return self.spec.spares_per_su * max(self.su_count, 1 if self.hosts else 0)
+
+    @property
+    def capacity(self) -> int:
+        """Nodes a job or the replicas of a deployment may take: in service, spares held back."""
+        return max(len(self.in_service) - self.spares, 0)
 
     @property
     def name(self) -> str:
@@ -145,52 +162,83 @@ class Cluster:
 
 
 def expand_groups(bp: Blueprint) -> dict[str, tuple[str, ...]]:
-    """Hosts of every node group, in hostlist order."""
+    """Hosts of every node group, in hostlist order (decommissioned ones included: their names stay taken)."""
     return {g.name: tuple(NodeSet(g.hosts)) for g in bp.node_groups}
+
+
+def node_states(bp: Blueprint) -> dict[str, NodeState]:
+    """The blueprint's ``nodes:`` by host (hosts not named are in service)."""
+    return {h: state for hostlist, state in bp.nodes.items() for h in NodeSet(hostlist)}
+
+
+def scalable_units(bp: Blueprint, gpu_hosts: list[str]) -> dict[str, int]:
+    """The SU of every GPU node: the cabling map when the blueprint gives one, else from the node's number.
+
+    By number, each name prefix of GPU nodes numbers its SUs from 1 + the SUs of the prefixes before
+    it (in blueprint order), so a node's SU never depends on which other nodes exist."""
+    if bp.fabric is None:
+        return {}
+    if bp.fabric.scalable_units:
+        by_map = {h: su for su, hostlist in bp.fabric.scalable_units.items() for h in NodeSet(hostlist)}
+        return {h: by_map[h] for h in gpu_hosts if h in by_map}
+    per_su = bp.fabric.su_nodes
+    offsets: dict[str, int] = {}
+    spans: dict[str, int] = {}
+    out: dict[str, int] = {}
+    for host in gpu_hosts:
+        name = addressing.split_name(host)
+        if name.prefix not in offsets:
+            offsets[name.prefix] = sum(-(-span // per_su) for span in spans.values())
+            spans[name.prefix] = 10 ** name.width if name.width else 1
+        out[host] = offsets[name.prefix] + ((name.number or 1) - 1) // per_su + 1
+    return out
 
 
 def build_cluster(env: str, source: str, bp: Blueprint, expanded: dict[str, tuple[str, ...]]) -> Cluster:
     """Derive hosts, addresses and fabric. Assumes the ``blueprint`` checks (:mod:`aiinfra.checks.blueprint`) found no error."""
-    groups = {g.name: Group(g, bp.node_types[g.type], expanded[g.name]) for g in bp.node_groups}
+    states = node_states(bp)
+    gone = {h for h, st in states.items() if st.state == "decommissioned"}
+    indices = addressing.host_indices(bp.node_groups, expanded, bp.networks.management.first_host)
+    expanded = {name: tuple(h for h in hosts if h not in gone) for name, hosts in expanded.items()}
+    gpu_hosts = [h for g in bp.node_groups if bp.node_types[g.type].rails for h in expanded[g.name]]
+    sus = scalable_units(bp, gpu_hosts)
+    groups = {
+        g.name: Group(g, bp.node_types[g.type], expanded[g.name],
+                      {h: states[h] for h in expanded[g.name] if h in states},
+                      len({sus[h] for h in expanded[g.name] if h in sus}))
+        for g in bp.node_groups
+    }
     nets = bp.networks
-    sizes = {name: len(hosts) for name, hosts in expanded.items()}
-    blocks = {b.group: b for b in addressing.plan_blocks(bp.node_groups, sizes, nets.management.first_host)}
 
     mgmt_base = addressing.network_base(nets.management.cidr)
     bmc_base = addressing.network_base(nets.bmc.cidr)
     storage_base = addressing.network_base(nets.storage.cidr) if nets.storage else None
 
     fabric_spec = bp.fabric
-    gpu_positions: dict[str, int] = {}
-    for group in groups.values():
-        if group.node_type.rails:
-            for host in group.hosts:
-                gpu_positions[host] = len(gpu_positions)
 
     fabric = None
     rail_hcas: dict[str, list[str]] = {}
     rail_nets: list = []
-    if fabric_spec is not None and gpu_positions:
+    if fabric_spec is not None and gpu_hosts:
         rails = max(len(NodeSet(g.node_type.rails.hcas)) for g in groups.values() if g.node_type.rails)
         rate = link_rate(fabric_spec.rate)
         radix = fabric_spec.switch_radix or rate.switch_radix
         fabric = summarize(fabric_spec.topology, rate.name, rate.gbps, rails, fabric_spec.su_nodes,
-                           len(gpu_positions), radix)
+                           len(gpu_hosts), radix, su_count=len(set(sus.values())))
         if nets.ipoib:
             rail_nets = addressing.rail_subnets(nets.ipoib.cidr, nets.ipoib.rail_prefix, rails)
 
     hosts: dict[str, Host] = {}
     for group in groups.values():
-        block = blocks[group.name]
         if group.node_type.rails and group.name not in rail_hcas:
             rail_hcas[group.name] = list(NodeSet(group.node_type.rails.hcas))
         hcas = rail_hcas.get(group.name, [])
-        for offset, name in enumerate(group.hosts):
-            index = block.first + offset
+        for name in group.hosts:
+            index = indices[name]
             su = None
             ports: tuple[RailPort, ...] = ()
-            if name in gpu_positions and fabric is not None:
-                su = gpu_positions[name] // fabric.su_nodes + 1
+            if name in sus and fabric is not None:
+                su = sus[name]
                 ports = tuple(
                     RailPort(
                         rail=r,

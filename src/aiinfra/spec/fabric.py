@@ -70,8 +70,10 @@ def spine_group_name(topology: str, rail: int) -> str:
 
 
 def summarize(topology: str, rate: str, rate_gbps: int, rails: int, su_nodes: int, gpu_nodes: int,
-              radix: int) -> FabricSummary:
-    su_count = math.ceil(gpu_nodes / su_nodes) if gpu_nodes else 0
+              radix: int, su_count: int | None = None) -> FabricSummary:
+    """The fabric's switch counts; ``su_count`` is the number of SUs in use (default: nodes packed into full SUs)."""
+    if su_count is None:
+        su_count = math.ceil(gpu_nodes / su_nodes) if gpu_nodes else 0
     groups = rails if topology == "rail-optimized-fat-tree" else 1
     leaves = su_count * rails
     uplinks_per_group = (leaves // groups) * (radix // 2)

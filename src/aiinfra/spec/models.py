@@ -178,6 +178,12 @@ class Fabric(Strict):
     rate: str = Field(defaults.DEFAULT_INTER_NODE_LINK, description="fabric link rate (catalog)")
     su_nodes: PosInt = Field(32, description="GPU nodes per scalable unit (SU); one leaf switch per rail per SU")
     switch_radix: PosInt | None = Field(None, description="ports per switch; default from the link rate's catalog entry")
+    scalable_units: dict[PosInt, Hostlist] | None = Field(
+        None,
+        description="the cabling: SU number -> its GPU nodes (hostlist), e.g. {1: 'gpu[001-032]'}; every GPU node "
+        "in one SU (aiinfra fabric import-cabling writes it from a site's CSV). Absent: the SU follows the node's "
+        "number, SU = (number - 1) // su_nodes + 1",
+    )
     subnet_managers: Hostlist | None = Field(None, description="hosts that run opensm (primary first)")
     pkeys: list[str] = Field(default_factory=lambda: ["0x7fff"], description="InfiniBand partition keys")
     sharp: bool = Field(False, description="SHARP in-network reductions available (NCCL CollNet)")
@@ -206,6 +212,19 @@ NodeRole = Literal[
 ]
 
 
+class NodeState(Strict):
+    """A node out of service, by name: what Slurm, Kubernetes, the acceptance jobs and Ansible see of it."""
+
+    state: Literal["drain", "down", "decommissioned"] = Field(
+        description="drain: finish running jobs, take no new ones (maintenance); down: out for repair, nothing "
+        "runs there; decommissioned: gone from every rendered file, its name and addresses kept reserved",
+    )
+    reason: Annotated[str, Field(min_length=3, max_length=120, pattern=r'^[^"#\\\n\r\t]+$')] = Field(
+        description="why, as Slurm shows it (sinfo -R) and the Kubernetes taint carries it, e.g. "
+        "'XID 79 GPU3, RMA 4711' (no quotes or '#')",
+    )
+
+
 class NodeGroup(Strict):
     name: Name = Field(description="group name; also the Ansible group (with '_' for '-')")
     hosts: Hostlist = Field(description="hostlist expression, e.g. gpu[001-480]")
@@ -214,10 +233,16 @@ class NodeGroup(Strict):
         "none", description="who runs workloads on these nodes: slurm (training), kubernetes (serving), none"
     )
     roles: list[NodeRole] = Field(default_factory=list, description="service roles these hosts carry")
-    address_index: Annotated[int, Field(ge=1)] | None = Field(
+    spares_per_su: Annotated[int, Field(ge=0, le=64)] = Field(
+        0, description="hot spares held back in each scalable unit of the group: jobs and replicas are sized to "
+        "leave them, so a requeued job restarts on a spare while a failed node is repaired",
+    )
+    address_index: Annotated[int, Field(ge=1, le=2**24)] | None = Field(
         None,
-        description="host index of the group's first host in every network; default: packed after the "
-        "previous group. Set it where a group may grow, so later groups keep their addresses",
+        description="host index, in every network, of the host numbered 1 of this group's name prefix (gpu001); "
+        "a host's index is address_index + its number - 1, so nodes keep their addresses when others are added, "
+        "removed or moved between groups. Default: name prefixes laid out in blueprint order, each reserving "
+        "10^digits numbers",
     )
 
 
@@ -615,6 +640,11 @@ class Blueprint(Strict):
     networks: Networks = Field(description="CIDRs the address plan allocates from")
     fabric: Fabric | None = Field(None, description="the InfiniBand compute fabric (required with rails)")
     node_groups: list[NodeGroup] = Field(min_length=1, description="hosts by hostlist, type, scheduler, roles")
+    nodes: Annotated[dict[Hostlist, NodeState], BeforeValidator(lambda v: {} if v is None else v)] = Field(
+        default_factory=dict,
+        description="day-2 state of nodes out of service, by hostlist, e.g. {gpu200: {state: down, reason: ...}}; "
+        "every other node is in service; an empty nodes: is fine. Git history is the audit trail",
+    )
     storage: Storage = Field(default_factory=Storage, description="Lustre and NVMe-oF")
     slurm: Slurm | None = Field(None, description="required when a node group has scheduler: slurm")
     kubernetes: Kubernetes | None = Field(None, description="cluster networking of the Kubernetes node groups")
