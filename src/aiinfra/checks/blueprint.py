@@ -17,7 +17,7 @@ from aiinfra.catalog.versions import VERSION_FORMATS, check_format, check_versio
 from aiinfra.checks.registry import BlueprintView, error, validator, warning
 from aiinfra.errors import Problem
 from aiinfra.spec import addressing
-from aiinfra.spec.cluster import scalable_units
+from aiinfra.spec.cluster import node_states, scalable_units
 from aiinfra.spec.models import Blueprint
 
 # ------------------------------------------------------------------ names and references
@@ -209,8 +209,10 @@ def fabric_fits(v: BlueprintView) -> Iterator[Problem]:
                       f"{fab.su_nodes} nodes per SU exceed the {radix // 2} down-ports of a {radix}-port leaf",
                       f"use su_nodes <= {radix // 2} for a non-blocking leaf")
     # the cabling map covers every GPU node, once, and nothing else
-    gpu_hosts = [h for g in bp.node_groups if g.type in bp.node_types and bp.node_types[g.type].rails
-                 for h in v.hosts[g.name]]
+    every_gpu_host = [h for g in bp.node_groups if g.type in bp.node_types and bp.node_types[g.type].rails
+                      for h in v.hosts[g.name]]
+    gone = {h for h, st in node_states(bp).items() if st.state == "decommissioned"}
+    gpu_hosts = [h for h in every_gpu_host if h not in gone]
     if fab.scalable_units:
         seen: dict[str, int] = {}
         for su, hostlist in sorted(fab.scalable_units.items()):
@@ -229,7 +231,7 @@ def fabric_fits(v: BlueprintView) -> Iterator[Problem]:
             yield error(("fabric", "scalable_units"), "su-map-incomplete",
                         f"{len(missing)} GPU node(s) are in no SU of the cabling map: {NodeSet.fromlist(missing[:1000])}",
                         "add them to their SU's hostlist")
-        unknown = [h for h in seen if h not in set(gpu_hosts)]
+        unknown = [h for h in seen if h not in set(every_gpu_host)]  # a decommissioned node may stay listed
         if unknown:
             yield error(("fabric", "scalable_units"), "undefined-host",
                         f"the cabling map names {NodeSet.fromlist(unknown[:1000])}, not GPU nodes of any node group",

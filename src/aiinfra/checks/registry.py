@@ -113,5 +113,5 @@ ERROR_IDS = {
     "yaml-tag", "yaml-alias", "yaml-too-deep", "number-out-of-range",
     "gpu-count-exceeds-baseboard", "rails-gpu-mismatch", "storage-hca-is-a-rail",
     "bad-address", "address-taken", "bad-nid", "address-outside-network",
-    "su-map-incomplete", "su-over-capacity",
+    "su-map-incomplete", "su-over-capacity", "bad-cabling",
 }

@@ -5,6 +5,7 @@ Mounted by :func:`aiinfra.cli._mount_optional` through :func:`register`.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -89,3 +90,43 @@ def register(app: typer.Typer, load: Callable[[str | None, Path | None], Built])
             raise typer.Exit(1)
 
 
+    @fabric_app.command("import-cabling")
+    def import_cabling(
+        sheet: Annotated[Path, typer.Argument(help="the site's cabling CSV: columns host and su (others ignored)")],
+        stack: Annotated[str | None, typer.Option("--stack", "-s", help="environment [default: $AIINFRA_STACK or dev]")] = None,
+    ) -> None:
+        """Print fabric.scalable_units from a cabling sheet, checked against the environment's GPU nodes.
+
+        The block goes under fabric: in the blueprint; nodes whose SU changes are listed. Exit 1 when
+        the sheet leaves GPU nodes out, names hosts that are not GPU nodes, or overfills an SU."""
+        from ClusterShell.NodeSet import NodeSet
+
+        from aiinfra.spec.cabling import read_cabling, scalable_units_yaml
+
+        cluster = load(stack, None).cluster
+        units = read_cabling(sheet)
+        gpu_hosts = {h.name: h.su for h in cluster.hosts.values() if h.su is not None}
+        listed = {h: su for su, hosts in units.items() for h in hosts}
+        su_nodes = cluster.fabric.su_nodes if cluster.fabric else 0
+        problems = []
+        missing = [h for h in gpu_hosts if h not in listed]
+        if missing:
+            problems.append(f"GPU nodes not in the sheet: {NodeSet.fromlist(missing)}")
+        gone = {h for h, st in cluster.blueprint.nodes.items() if st.state == "decommissioned"}
+        gone = {h for expr in gone for h in NodeSet(expr)}
+        unknown = [h for h in listed if h not in gpu_hosts and h not in gone]
+        if unknown:
+            problems.append(f"not GPU nodes of '{cluster.env}': {NodeSet.fromlist(unknown)}")
+        problems += [f"SU {su} has {len(hosts)} nodes, more than su_nodes {su_nodes}"
+                     for su, hosts in units.items() if su_nodes and len(hosts) > su_nodes]
+        moved = {h: (gpu_hosts[h], su) for h, su in listed.items() if h in gpu_hosts and gpu_hosts[h] != su}
+        sys.stdout.write(scalable_units_yaml(units))
+        if moved:
+            err.print(f"{len(moved)} node(s) change SU (their leaf labels, topology.conf and inventory follow):",
+                      highlight=False)
+            for h, (old, new) in list(moved.items())[:20]:
+                err.print(f"  {h}: SU {old} -> SU {new}", highlight=False)
+        for p in problems:
+            err.print(f"{sheet}: {p}", style="red", highlight=False)
+        if problems:
+            raise typer.Exit(1)
