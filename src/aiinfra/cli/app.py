@@ -226,7 +226,7 @@ def inventory(
     host: Annotated[str | None, typer.Option("--host", help="one host's variables (JSON)")] = None,
 ) -> None:
     """Ansible dynamic inventory from the blueprint (`ansible-inventory -i playbooks/inventory.sh`)."""
-    from aiinfra.render.inventory import dynamic_list, inventory_model
+    from aiinfra.render.inventory import dynamic_host, dynamic_list, inventory_model
 
     if list_ == (host is not None):
         raise UsageError("give exactly one of --list or --host NAME")
@@ -238,7 +238,7 @@ def inventory(
         from aiinfra.catalog.names import suggest
 
         raise UsageError(f"no host '{host}' in this environment{suggest(host, list(model.hostvars))}")
-    sys.stdout.write(json.dumps(model.hostvars[host], sort_keys=True) + "\n")
+    sys.stdout.write(json.dumps(dynamic_host(model, host), sort_keys=True) + "\n")
 
 
 # Each layer adds its commands with ``register(app, load)`` in a module of its own.

@@ -2,13 +2,22 @@
 
 The executor applies what ``aiinfra render`` produced and decides nothing: it refuses stale
 manifests (or renders them first when asked), runs the playbook in a fresh private data dir
-under ``.aiinfra/runs/<timestamp>/`` (artifacts kept), reports progress from runner events and
-returns per-host results. The CLI (:mod:`aiinfra.cli.hosts`) shows them.
+under ``.aiinfra/runs/<timestamp>/`` (the last :data:`KEEP_RUNS` kept), reports progress from runner
+events and returns per-host results. The CLI (:mod:`aiinfra.cli.hosts`) shows them.
+
+A run folder keeps no secret: ansible-runner 2.4 would write the env/ files (envvars, extravars,
+cmdline, ...) from its arguments, which ``suppress_env_files`` stops, and always writes
+``artifacts/<ident>/command`` with the whole environment of ansible-playbook (the operator's, e.g.
+PULUMI_CONFIG_PASSPHRASE) and its command line (``-e key=value`` secrets): that file is rewritten
+without the environment and with the ``-e`` values hidden as soon as the playbook has started
+(:func:`scrub_command_file`). ``-e @file`` passes a path, never the file's contents.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -25,6 +34,12 @@ from aiinfra.render.writer import TreeDiff, diff_tree, write_tree
 from aiinfra.spec.cluster import Cluster
 
 CHECKOUT = Path(__file__).resolve().parents[3]
+
+
+# How many run folders (.aiinfra/runs/<timestamp>/) `aiinfra hosts up` keeps: the newest.
+KEEP_RUNS = 10
+_RUN_NAME = re.compile(r"^\d{8}T\d{6}\.\d{6}Z(-\d+)?$")
+_HIDDEN = "<hidden by aiinfra>"
 
 
 class StaleManifests(AiinfraError):
@@ -132,6 +147,56 @@ def new_private_data_dir(root: Path) -> Path:
     return path
 
 
+def prune_runs(root: Path, keep: int = KEEP_RUNS) -> list[Path]:
+    """Delete all but the newest ``keep`` run folders of ``.aiinfra/runs/`` (names are UTC time
+    stamps, so they sort in time order); other entries are left alone. Returns what was deleted."""
+    base = root / ".aiinfra" / "runs"
+    if keep < 1 or not base.is_dir():
+        return []
+    runs = sorted(p for p in base.iterdir() if p.is_dir() and _RUN_NAME.match(p.name))
+    old = runs[:-keep]
+    for path in old:
+        shutil.rmtree(path, ignore_errors=True)
+    return old
+
+
+def hide_extra_vars(command: list[str]) -> list[str]:
+    """``command`` with the value of every ``-e``/``--extra-vars`` hidden, except ``@file`` (a path)."""
+    out, hide_next = [], False
+    for arg in command:
+        if hide_next:
+            out.append(arg if arg.startswith("@") else _HIDDEN)
+            hide_next = False
+        elif arg in ("-e", "--extra-vars"):
+            out.append(arg)
+            hide_next = True
+        elif arg.startswith("--extra-vars="):
+            value = arg.split("=", 1)[1]
+            out.append(arg if value.startswith("@") else f"--extra-vars={_HIDDEN}")
+        elif arg.startswith("-e") and not arg.startswith("--"):
+            out.append(arg if arg[2:].startswith("@") else f"-e{_HIDDEN}")
+        else:
+            out.append(arg)
+    return out
+
+
+def scrub_command_file(private_data_dir: Path) -> None:
+    """Rewrite each ``artifacts/*/command`` that ansible-runner wrote: the command line with the
+    ``-e`` values hidden and the working directory; the environment dropped."""
+    for path in sorted(private_data_dir.glob("artifacts/*/command")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = {}
+        command = data.get("command") if isinstance(data, dict) else None
+        kept = {"command": hide_extra_vars([str(a) for a in command]) if isinstance(command, list) else [],
+                "cwd": data.get("cwd", "") if isinstance(data, dict) else ""}
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(kept, ensure_ascii=False), encoding="utf-8")
+        tmp.chmod(0o600)
+        tmp.replace(path)
+
+
 def _abs_extra_vars(value: str) -> str:
     """``@file`` -> ``@/abs/file`` (the run's cwd is its private data dir); ``k=v`` stays."""
     if value.startswith("@"):
@@ -216,8 +281,10 @@ def run_site(
     on_event: Callable[[Progress], None] | None = None,
     playbook: str = "site.yml",
     envvars: dict[str, str] | None = None,
+    keep_runs: int = KEEP_RUNS,
 ) -> RunResult:
-    """Run playbooks/<playbook> over the cluster's rendered inventory (plus ``inventories``)."""
+    """Run playbooks/<playbook> over the cluster's rendered inventory (plus ``inventories``).
+    The run folder keeps no environment and no ``-e`` value; the newest ``keep_runs`` are kept."""
     import ansible_runner
 
     code = code_root(root)
@@ -227,6 +294,7 @@ def run_site(
         if not path.is_file():
             raise DeployError(f"{path} not found")
     private = new_private_data_dir(root)
+    prune_runs(root, keep_runs)
     # ansible-runner drops its limit/tags/forks arguments when a cmdline is given, so every option
     # travels in the cmdline.
     cmdline = []
@@ -252,8 +320,13 @@ def run_site(
         **(envvars or {}),
     }
     progress = Progress()
+    scrubbed = False
 
     def event_handler(event: dict) -> bool:
+        nonlocal scrubbed
+        if not scrubbed:  # the command file is written before the playbook starts: hide it at once
+            scrub_command_file(private)
+            scrubbed = True
         handle_event(progress, event)
         if on_event:
             on_event(progress)
@@ -273,9 +346,12 @@ def run_site(
             event_handler=event_handler,
             quiet=True,
             project_dir=str(code),
+            # env/envvars, env/extravars, env/cmdline ...: arguments stay in memory, never on disk
+            suppress_env_files=True,
         )
     finally:
         os.environ["PATH"] = saved_path
+        scrub_command_file(private)
     messages = progress.messages
     if runner.rc and not progress.hosts:  # ansible-playbook failed before any host: show why
         tail = (runner.stdout.read() if runner.stdout else "").strip().splitlines()[-5:]
@@ -289,3 +365,130 @@ def run_site(
         messages=messages,
         changes=progress.changes,
     )
+
+
+# ------------------------------------------------------------------ one module, ad hoc (aiinfra node)
+
+
+@dataclass
+class ModuleResult:
+    """What one module did on one host: the ``command`` module's exit status and output, or why the
+    host could not run it (``unreachable``, or a module failure before the command ran: ``msg``)."""
+
+    host: str
+    rc: int
+    stdout: str = ""
+    stderr: str = ""
+    msg: str = ""
+    unreachable: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0 and not self.unreachable
+
+    @property
+    def why(self) -> str:
+        """The first line that says what went wrong (stderr, stdout, then the module's message)."""
+        for text in (self.stderr, self.stdout, self.msg):
+            lines = [line for line in text.strip().splitlines() if line.strip()]
+            if lines:
+                return lines[-1].strip()
+        return f"exit {self.rc}"
+
+
+def run_module(
+    cluster: Cluster,
+    root: Path,
+    hosts: str,
+    module: str,
+    args: dict,
+    *,
+    extra_vars: list[str] | None = None,
+    inventories: list[Path] | None = None,
+    timeout_s: int | None = None,
+    envvars: dict[str, str] | None = None,
+    keep_runs: int = KEEP_RUNS,
+) -> dict[str, ModuleResult]:
+    """Run one Ansible module on ``hosts`` (a pattern of the rendered inventory), ad hoc, with the
+    same inventory, configuration and run folder (kept and scrubbed alike) as :func:`run_site`.
+
+    ``args`` travel as one JSON object (``ansible -a '{...}'``, which ansible-core's adhoc CLI
+    reads as JSON when it starts with ``{``), so ``{"argv": [...]}`` reaches the ``command`` module
+    without any shell quoting. Returns one result per host that answered or was unreachable."""
+    import ansible_runner
+
+    code = code_root(root)
+    inventory = paths.manifests_dir(cluster.env, root) / "ansible" / "inventory.yml"
+    if not inventory.is_file():
+        raise DeployError(f"{inventory} not found")
+    bindir = Path(sys.executable).parent
+    if not (bindir / "ansible").exists() and not shutil.which("ansible"):
+        raise DeployError("ansible not found: install ansible-core into this environment")
+    private = new_private_data_dir(root)
+    prune_runs(root, keep_runs)
+    cmdline = []
+    for value in extra_vars or []:
+        cmdline += ["--extra-vars", _quote(_abs_extra_vars(value))]
+    env = {
+        "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "ANSIBLE_CONFIG": str(code / "ansible.cfg"),
+        "ANSIBLE_ROLES_PATH": str(code / "roles"),
+        "ANSIBLE_FACT_CACHING_CONNECTION": str(root / ".aiinfra" / "facts"),
+        "ANSIBLE_FORCE_COLOR": "0",
+        **(envvars or {}),
+    }
+    results: dict[str, ModuleResult] = {}
+    scrubbed = False
+
+    def event_handler(event: dict) -> bool:
+        nonlocal scrubbed
+        if not scrubbed:
+            scrub_command_file(private)
+            scrubbed = True
+        kind = event.get("event", "")
+        data = event.get("event_data", {}) or {}
+        host = data.get("host") or data.get("remote_addr")
+        res = data.get("res") or {}
+        if host and kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable"):
+            rc = res.get("rc")
+            results[host] = ModuleResult(
+                host=host,
+                rc=int(rc) if isinstance(rc, int) else (0 if kind == "runner_on_ok" else 1),
+                stdout=str(res.get("stdout", "")), stderr=str(res.get("stderr", "")), msg=str(res.get("msg", "")),
+                unreachable=kind == "runner_on_unreachable")
+        return True
+
+    saved_path = os.environ.get("PATH", "")
+    os.environ["PATH"] = env["PATH"]
+    try:
+        runner = ansible_runner.run(
+            private_data_dir=str(private),
+            module=module,
+            module_args=json.dumps(args, sort_keys=True),
+            host_pattern=hosts,
+            inventory=[str(inventory.resolve()), *[str(Path(i).resolve()) for i in inventories or []]],
+            extravars={"aiinfra_project_root": str(root)},
+            cmdline=" ".join(cmdline) or None,
+            envvars=env,
+            event_handler=event_handler,
+            quiet=True,
+            project_dir=str(code),
+            suppress_env_files=True,
+            timeout=timeout_s,
+        )
+    finally:
+        os.environ["PATH"] = saved_path
+        scrub_command_file(private)
+    if not results and runner.rc:  # ansible failed before any host (bad pattern, bad inventory): say why
+        tail = (runner.stdout.read() if runner.stdout else "").strip().splitlines()[-3:]
+        raise DeployError(f"ansible {module} on '{hosts}' failed before reaching a host ({runner.status}, rc "
+                          f"{runner.rc}): {' | '.join(tail) or 'no output'}; artifacts: {private}")
+    return results
+
+
+def run_command(cluster: Cluster, root: Path, host: str, argv: list[str], **options) -> ModuleResult:
+    """Run ``argv`` (no shell) on one host of the inventory with ``ansible.builtin.command``."""
+    results = run_module(cluster, root, host, "ansible.builtin.command", {"argv": argv}, **options)
+    if host not in results:
+        raise DeployError(f"ansible ran nothing on {host}: is it in manifests/{cluster.env}/ansible/inventory.yml?")
+    return results[host]

@@ -12,6 +12,9 @@ paths the daemons use, the accounting objects, the restart record and the pyxis 
 Also the cluster's ``/etc/hosts`` block (``hosts/etc-hosts``): every host's management address,
 rendered once here rather than templated on each of 16,384 hosts over every other host's
 variables (which is quadratic in Ansible).
+
+Ansible templates what it reads from group_vars: strings it could read as a template carry the
+``!unsafe`` tag, as in the inventory (:func:`aiinfra.render.inventory.dump_yaml_unsafe`).
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from aiinfra.catalog.defaults import DEFAULT_ROLLOUT
 from aiinfra.catalog.links import LINK_RATES, link_rate
 from aiinfra.plan.cluster import ClusterPlan
 from aiinfra.render import Artifacts, renderer
+from aiinfra.render.inventory import dump_yaml_unsafe
 from aiinfra.render.slurm import role_inputs
-from aiinfra.render.templates import dump_yaml
 from aiinfra.spec.cluster import Cluster
 
 
@@ -96,10 +99,10 @@ def etc_hosts(cluster: Cluster) -> str:
 @renderer("host_vars", "Variables of the host roles (group_vars/all) and the cluster's /etc/hosts block")
 def render_host_vars(cluster: Cluster, plan: ClusterPlan) -> Artifacts:
     group_vars = "ansible/group_vars/all"
+    files = {"fabric": ("Fabric", fabric_vars), "storage": ("Storage", storage_vars),
+             "rollout": ("Rollout", rollout_vars), "slurm": ("Slurm", role_inputs)}
     return {
-        f"{group_vars}/fabric.yml": _header(cluster, "Fabric variables") + dump_yaml(fabric_vars(cluster)),
-        f"{group_vars}/storage.yml": _header(cluster, "Storage variables") + dump_yaml(storage_vars(cluster)),
-        f"{group_vars}/rollout.yml": _header(cluster, "Rollout variables") + dump_yaml(rollout_vars(cluster)),
-        f"{group_vars}/slurm.yml": _header(cluster, "Slurm variables") + dump_yaml(role_inputs(cluster)),
+        **{f"{group_vars}/{name}.yml": _header(cluster, f"{what} variables") + dump_yaml_unsafe(values(cluster))
+           for name, (what, values) in files.items()},
         "hosts/etc-hosts": etc_hosts(cluster),
     }

@@ -9,6 +9,13 @@ scheduler (``slurm_compute``, ``k8s_worker``), ``gpu_nodes``, and one per scalab
 IPoIB interface names follow :func:`aiinfra.spec.fabric.ipoib_netdev`: ``aiinfra_ipoib_prefix`` (all)
 is the prefix the infiniband role names them with, ``aiinfra_storage_netdev`` (group) the storage
 port's interface that lustre_client runs LNet on.
+
+Ansible templates strings it reads from an inventory or a group_vars file, on the controller: a
+blueprint field holding ``{{ lookup('pipe', ...) }}`` would run a command there. Every string Ansible
+could read as a template (:func:`could_template`) is therefore marked unsafe: the ``!unsafe`` YAML
+tag in the rendered files (:func:`dump_yaml_unsafe`, :func:`flow_unsafe`), ``{"__ansible_unsafe": ...}``
+in the dynamic-inventory JSON (:func:`dynamic_list`, :func:`dynamic_host`). Ansible then passes the
+string on as it is. Other strings are written plainly, so the files stay readable by any YAML reader.
 """
 
 from __future__ import annotations
@@ -16,9 +23,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+import yaml
+
 from aiinfra.plan.cluster import ClusterPlan
 from aiinfra.render import Artifacts, renderer
-from aiinfra.render.templates import dump_yaml
+from aiinfra.render.templates import StableDumper
 from aiinfra.spec.cluster import Cluster, Group, Host, ansible_name, su_name
 from aiinfra.spec.fabric import IPOIB_NETDEV_PREFIX
 
@@ -104,41 +113,115 @@ def inventory_model(cluster: Cluster) -> InventoryModel:
     )
 
 
+# ------------------------------------------------------------------ strings Ansible must not template
+
+
+_TEMPLATE_MARKS = ("{{", "{%", "{#", "#")
+
+
+def could_template(text: str) -> bool:
+    """Whether Ansible could read ``text`` as a template. ansible-core 2.19 templates a string that
+    holds a Jinja start string (``{{``, ``{%``, ``{#``) or begins with a ``#jinja2:`` header that
+    changes the delimiters (``is_possibly_template`` in ansible/_internal/_templating/_jinja_bits.py);
+    this looks for those start strings and for a ``#`` anywhere."""
+    return any(mark in text for mark in _TEMPLATE_MARKS)
+
+
+class _Unsafe(str):
+    """A string written with YAML's ``!unsafe`` tag."""
+
+
+class _UnsafeDumper(StableDumper):
+    pass
+
+
+_UnsafeDumper.add_representer(_Unsafe, lambda dumper, value: dumper.represent_scalar("!unsafe", str(value)))
+
+
+def _mark(value: object, wrap) -> object:
+    """``value`` with every string that :func:`could_template` replaced by ``wrap(string)``
+    (mapping keys are names, never templated, and stay as they are)."""
+    if isinstance(value, str):
+        return wrap(value) if could_template(value) else value
+    if isinstance(value, dict):
+        return {k: _mark(v, wrap) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_mark(v, wrap) for v in value]
+    return value
+
+
+def dump_yaml_unsafe(value: object) -> str:
+    """Block-style YAML as :func:`aiinfra.render.templates.dump_yaml` writes it, with ``!unsafe``
+    before every string Ansible could template."""
+    marked = _mark(value, _Unsafe)
+    text = yaml.dump(marked, Dumper=_UnsafeDumper, sort_keys=True, default_flow_style=False, width=120)
+    return text.rstrip("\n") + "\n"
+
+
+def flow_unsafe(value: object) -> str:
+    """One-line JSON flow mapping (keys sorted) that YAML reads as is, with ``!unsafe`` before every
+    string Ansible could template."""
+    text = json.dumps(value, sort_keys=True, separators=(", ", ": "))
+    # JSON never writes "{{", "{%", "{#" or "#" itself, nor escapes them in a string: without them
+    # no string needs the tag (and the plain dump is 5x faster for 16,384 hosts).
+    if not any(mark in text for mark in _TEMPLATE_MARKS):
+        return text
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)}: {flow_unsafe(value[k])}" for k in sorted(value)) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(flow_unsafe(v) for v in value) + "]"
+    if isinstance(value, str) and could_template(value):
+        return "!unsafe " + json.dumps(value)
+    return json.dumps(value)
+
+
+def _json_unsafe(text: str) -> dict:
+    # How an inventory script marks a value unsafe: the script plugin decodes its output with the
+    # inventory_legacy JSON profile, which reads {"__ansible_unsafe": str} in `vars` and
+    # `_meta.hostvars` as an untrusted string (ansible/_internal/_json/_profiles/_legacy.py).
+    return {"__ansible_unsafe": text}
+
+
 def dynamic_list(model: InventoryModel) -> dict:
-    """``--list`` output of Ansible's dynamic-inventory protocol."""
-    out: dict = {"_meta": {"hostvars": model.hostvars}, "all": {"children": sorted(model.groups), "vars": model.all_vars}}
+    """``--list`` output of Ansible's dynamic-inventory protocol (strings Ansible could template
+    marked unsafe)."""
+    hostvars = {name: _mark(hv, _json_unsafe) for name, hv in model.hostvars.items()}
+    out: dict = {"_meta": {"hostvars": hostvars},
+                 "all": {"children": sorted(model.groups), "vars": _mark(model.all_vars, _json_unsafe)}}
     for name, hosts in model.groups.items():
         out[name] = {"hosts": hosts}
         if name in model.group_vars:
-            out[name]["vars"] = model.group_vars[name]
+            out[name]["vars"] = _mark(model.group_vars[name], _json_unsafe)
     return out
+
+
+def dynamic_host(model: InventoryModel, name: str) -> dict:
+    """``--host NAME`` output of the protocol (strings Ansible could template marked unsafe)."""
+    return _mark(model.hostvars[name], _json_unsafe)  # type: ignore[return-value]
 
 
 @renderer("inventory", "Ansible inventory: groups per node group, role, scheduler and SU")
 def render_inventory(cluster: Cluster, plan: ClusterPlan) -> Artifacts:
     """A YAML inventory with one line per host (its variables as a JSON flow mapping, which YAML
-    reads as is): fast to write for 16,384 hosts and a one-line diff when a host changes."""
+    reads as is): fast to write for 16,384 hosts and a one-line diff when a host changes. Strings
+    Ansible could template carry ``!unsafe``."""
     model = inventory_model(cluster)
     lines = [
         f"# Ansible inventory of '{cluster.env}', rendered by aiinfra from {cluster.source}. Do not edit.",
         "all:",
         "  vars:",
-        _indent(dump_yaml(model.all_vars), 4),
+        _indent(dump_yaml_unsafe(model.all_vars), 4),
         "  hosts:",
     ]
-    lines += [f"    {name}: {_flow(hv)}" for name, hv in sorted(model.hostvars.items())]
+    lines += [f"    {name}: {flow_unsafe(hv)}" for name, hv in sorted(model.hostvars.items())]
     lines.append("  children:")
     for name, hosts in model.groups.items():
         lines.append(f"    {name}:")
         if name in model.group_vars:
-            lines.append(f"      vars: {_flow(model.group_vars[name])}")
+            lines.append(f"      vars: {flow_unsafe(model.group_vars[name])}")
         lines.append("      hosts:")
         lines += [f"        {h}:" for h in hosts]
     return {"ansible/inventory.yml": "\n".join(lines) + "\n"}
-
-
-def _flow(value: dict) -> str:
-    return json.dumps(value, sort_keys=True, separators=(", ", ": "))
 
 
 def _indent(text: str, spaces: int) -> str:
