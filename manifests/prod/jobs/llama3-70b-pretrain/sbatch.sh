@@ -1,26 +1,26 @@
 #!/bin/bash
 # Slurm batch script of training job 'llama3-70b-pretrain' ('prod'), rendered by aiinfra from stacks/Pulumi.prod.yaml. Do not edit.
-# Llama 3 70B, megatron, on 480 node(s) x 8 GPUs = 3840 GPUs of group 'gpu-train'.
-# Planner: TP8 PP1 DP480 CP1, micro-batch 1 x 4 micro-batches x DP 480 = global batch 1920 sequences of 8192 tokens;
-#   selective recomputation, ZeRO stage 1, bf16; step 4.55 s (estimate); 953675 steps for 1.5e+13 tokens.
-# Checkpoint every 125 steps: the Young/Daly interval 569 s (MTBF 45.6 h on 3840 GPUs, 1.0 s per write) / 4.55 s per step; keep 3.
+# Llama 3 70B, megatron, on 448 node(s) x 8 GPUs = 3584 GPUs of group 'gpu-train'.
+# Planner: TP8 PP1 DP448 CP1, micro-batch 1 x 4 micro-batches x DP 448 = global batch 1792 sequences of 8192 tokens;
+#   selective recomputation, ZeRO stage 1, bf16; step 4.55 s (estimate); 1021794 steps for 1.5e+13 tokens.
+# Checkpoint every 129 steps: the Young/Daly interval 589 s (MTBF 48.9 h on 3584 GPUs, 1.0 s per write) / 4.55 s per step; keep 3.
 
 # Submit: sbatch manifests/prod/jobs/llama3-70b-pretrain/sbatch.sh
 #SBATCH --job-name=llama3-70b-pretrain
 #SBATCH --partition=train
-#SBATCH --nodes=480
+#SBATCH --nodes=448
 #SBATCH --ntasks-per-node=8
 #SBATCH --cpus-per-task=28
 #SBATCH --gres=gpu:8
 #SBATCH --exclusive
 #SBATCH --mem=0
-#SBATCH --switches=15
+#SBATCH --switches=14
 #SBATCH --time=14-00:00:00
 #SBATCH --signal=B:USR1@300
 #SBATCH --requeue
 #SBATCH --open-mode=append
 #SBATCH --output=llama3-70b-pretrain-%j.out
-# --switches: ceil(480 nodes / 32 nodes per SU) leaf switches (topology.conf: one switch per SU).
+# --switches: ceil(448 nodes / 32 nodes per SU) leaf switches (topology.conf: one switch per SU).
 # --signal: USR1 to this script 300 s before the time limit: the ranks save a checkpoint, the job requeues itself.
 # --requeue: a job hit by a node failure goes back to the queue and resumes from the newest checkpoint.
 
@@ -66,7 +66,7 @@ ARGS=(
   --use-distributed-optimizer
   --recompute-activations
   --micro-batch-size 1
-  --global-batch-size 1920
+  --global-batch-size 1792
   --seq-length 8192
   --max-position-embeddings 8192
   --num-layers 80
@@ -87,10 +87,10 @@ ARGS=(
   --make-vocab-size-divisible-by 128
   --data-path /lustre/datasets/llama3-pretrain/text_document
   --bf16
-  --train-iters 953675
+  --train-iters 1021794
   --save /lustre/checkpoints/llama3-70b-pretrain
   --load /lustre/checkpoints/llama3-70b-pretrain
-  --save-interval 125
+  --save-interval 129
   --exit-signal-handler
   --lr 1.5e-4
   --min-lr 1.5e-6
@@ -138,8 +138,8 @@ trap on_usr1 USR1
 # One task per GPU: Slurm numbers the ranks; every task sees all of its node's GPUs (NVLink peers) and
 # picks its own with LOCAL_RANK.
 TASK='export RANK=$SLURM_PROCID LOCAL_RANK=$SLURM_LOCALID WORLD_SIZE=$SLURM_NTASKS LOCAL_WORLD_SIZE=8; exec "$@"'
-# --mpi=none: torch.distributed rendezvous through MASTER_ADDR (env://), no PMIx wire-up of 3840 tasks.
-srun --kill-on-bad-exit=1 --mpi=none --nodes=480 --ntasks=3840 --ntasks-per-node=8 \
+# --mpi=none: torch.distributed rendezvous through MASTER_ADDR (env://), no PMIx wire-up of 3584 tasks.
+srun --kill-on-bad-exit=1 --mpi=none --nodes=448 --ntasks=3584 --ntasks-per-node=8 \
   "${CONTAINER[@]}" \
   bash -c "$TASK" task "${PROGRAM[@]}" "${ARGS[@]}" &
 STEP=$!
