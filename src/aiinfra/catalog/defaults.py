@@ -2,7 +2,8 @@
 
 The blueprint's Field defaults (:mod:`aiinfra.spec.models` ``Site``, ``Rollout``), the planner
 (:mod:`aiinfra.plan.power`, :mod:`aiinfra.plan.reliability`, :mod:`aiinfra.plan.training`,
-:mod:`aiinfra.plan.cluster`) and the CLI import these names; none of them repeats the number.
+:mod:`aiinfra.plan.cluster`, :mod:`aiinfra.plan.failures`) and the CLI import these names; none of
+them repeats the number.
 """
 
 from __future__ import annotations
@@ -22,6 +23,27 @@ DEFAULT_NODE_OVERHEAD_W = 2000
 #: Fraction of GPUs failing per year (checkpoint planning, Young/Daly): the 5 %/year the brief
 #: assumes; ``site.gpu_annual_failure_rate`` and ``aiinfra size train --afr`` override it.
 DEFAULT_GPU_ANNUAL_FAILURE_RATE = 0.05
+
+#: Failures per node-year from parts other than its GPUs (CPUs, DIMMs, NICs, PSUs, boards), added
+#: to GPUs per node x ``DEFAULT_GPU_ANNUAL_FAILURE_RATE`` for the node's failure rate. 0: no figure
+#: for it is taken as given here, so a node fails exactly when one of its GPUs does; a site with
+#: its own repair records sets ``site.node_non_gpu_annual_failure_rate``.
+DEFAULT_NODE_NON_GPU_ANNUAL_FAILURE_RATE = 0.0
+
+#: Mean time to repair a failed GPU node, days: from going down to back in service (diagnosis,
+#: swapping the part from on-site stock, burn-in). An assumption, the operator's choice: with
+#: parts on site a swap takes days, an RMA without them weeks; ``site.node_repair_days`` sets it.
+DEFAULT_NODE_REPAIR_DAYS = 3.0
+
+#: Fraction of the time the spares of a scalable unit must cover every node of it that is down
+#: (the spare pool is sized for it): the operator's choice; ``site.spare_target_availability``.
+DEFAULT_SPARE_TARGET_AVAILABILITY = 0.99
+
+#: Minutes from a failure to the job running again from its last checkpoint: detect the failure,
+#: requeue, schedule onto a spare, start the ranks and load the checkpoint. An assumption (the
+#: restart time Daly 2006 uses in his examples, Figs. 3-5, is also 10 min); measure your own and
+#: set ``site.job_restart_minutes``.
+DEFAULT_JOB_RESTART_MINUTES = 10.0
 
 # ---------------------------------------------------------------- fabric
 

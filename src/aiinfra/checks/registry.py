@@ -74,7 +74,8 @@ def warning(path: tuple, id: str, message: str, hint: str) -> Problem:
 
 KNOWN_WARNINGS = {
     "rails-without-gpus", "fabric-oversubscribed", "fabric-partial-su", "fabric-su-split", "gpu-nodes-unscheduled",
-    "plan-serving-capacity", "plan-power-budget", "train-checkpoint-outside-lustre", "train-no-spare",
+    "plan-serving-capacity", "plan-power-budget", "plan-spares-short", "train-checkpoint-outside-lustre",
+    "train-no-spare",
     "secret-in-url", "secret-token", "secret-key-material", "serving-egress-anywhere", "serving-no-auth",
 }
 
@@ -105,6 +106,7 @@ ERROR_IDS = {
     "unknown-key", "wrong-type", "invalid-value",
     "missing-chart-version", "ipoib-pod-range-too-small",
     "k8s-api-vip-missing", "k8s-queue-shares-over-one", "k8s-lustre-csi-driver-missing",
+    "k8s-nodecheck-image",
     "plan-training", "plan-serving", "plan-unknown-name", "plan-no-gpus", "plan-too-many-nodes", "plan-claim",
     "train-image-missing", "train-path-unset", "train-checkpoint-interval", "train-checkpoint-not-mounted",
     "train-no-partition", "train-deepspeed-layout", "train-deepspeed-fp8", "train-offload-needs-deepspeed",

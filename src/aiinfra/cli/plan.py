@@ -27,6 +27,7 @@ from aiinfra.catalog.formats import numeric_format
 from aiinfra.catalog.models import LlmArchitecture, custom_architecture, model
 from aiinfra.plan.cluster import ClusterPlan
 from aiinfra.plan.common import DAY_S, GB, GIB, PlanError
+from aiinfra.plan.failures import FailurePlan, JobGoodput
 from aiinfra.plan.power import PowerPlan
 from aiinfra.plan.reliability import ReliabilityPlan, plan_reliability
 from aiinfra.plan.serving import ServingPlan, plan_serving, serving_request_from_deployment
@@ -256,6 +257,59 @@ def reliability_table(plan: ReliabilityPlan, title: str = "reliability") -> Tabl
     ])
 
 
+def failures_table(plan: FailurePlan) -> Table:
+    """Node failures and the spare pool of each GPU group (``aiinfra plan``): one column per group."""
+    other = plan.node_non_gpu_annual_failure_rate
+    t = Table(title=f"failures (AFR {plan.gpu_annual_failure_rate:.1%} per GPU-year"
+                    f"{f' + {other:g} per node-year' if other else ''}, repair {plan.node_repair_s / DAY_S:g} days, "
+                    f"spares for {plan.spare_target_availability:.2%} of the time)", title_justify="left")
+    t.add_column("", style="bold")
+    for g in plan.groups:
+        t.add_column(g.name, justify="right")
+    t.add_column("all GPU nodes", justify="right")
+    groups = plan.groups
+
+    def row(what: str, cells: list[str], total: str = "") -> None:
+        t.add_row(what, *cells, total)
+
+    row("nodes", [f"{g.nodes:,}" for g in groups], f"{sum(g.nodes for g in groups):,}")
+    row("node failures / month", [f"{g.failures_per_month:,.2f}" for g in groups], f"{plan.failures_per_month:,.2f}")
+    row("SUs x nodes (largest)", [f"{g.scalable_units} x {g.nodes_per_su}" for g in groups])
+    row("nodes down per SU, mean", [f"{g.mean_down_per_su:.3f}" for g in groups])
+    row("spares per SU recommended", [str(g.recommended_spares_per_su) for g in groups])
+    row("spares per SU declared", [str(g.spares_per_su) for g in groups])
+    row("  cover the SU", [f"{g.spare_coverage:.2%}" for g in groups])
+    row("out of service now", [str(g.out_of_service) for g in groups], str(sum(g.out_of_service for g in groups)))
+    return t
+
+
+def goodput_table(job: JobGoodput) -> Table:
+    """A training job's run under failures: first-order, expected (exact) and Monte-Carlo."""
+    r, mc = job.run, job.simulation
+    rows = [
+        ("failures", f"MTBF {r.mtbf_s / 3600:,.1f} h on {job.nodes:,} node{'s' if job.nodes != 1 else ''}, "
+                     f"{job.expected_failures:,.1f} expected over the run"
+                     + (f" (Monte-Carlo {mc.failures_mean:,.1f})" if mc else "")),
+        ("checkpoint / restart", f"every {r.interval_s / 60:,.1f} min ({r.intervals:,} "
+                                 f"interval{'s' if r.intervals != 1 else ''}), "
+                                 f"{r.checkpoint_write_s:,.1f} s to write, {r.restart_s / 60:,.1f} min to restart"),
+        ("work", f"{r.work_s / DAY_S:,.2f} days without failures or checkpoints"),
+        ("goodput first-order", f"{job.first_order_goodput:.2%} (Young/Daly: 1 - d/(t+d) - (R + (t+d)/2)/M)"),
+        ("goodput expected", f"{job.expected_goodput:.2%}, {job.expected_wall_s / DAY_S:,.2f} days "
+                             "(Daly's complete model, exact)"),
+    ]
+    if mc is not None:
+        rows += [
+            (f"goodput Monte-Carlo ({mc.runs:,} runs)", f"{mc.goodput:.2%} +/- {mc.goodput_stderr * 100:.2g} % "
+                                                        f"(p10 {mc.goodput_p10:.2%}, p90 {mc.goodput_p90:.2%})"),
+            ("wall time Monte-Carlo", f"{mc.wall_mean_s / DAY_S:,.2f} days (p10 {mc.wall_p10_s / DAY_S:,.2f}, "
+                                      f"p90 {mc.wall_p90_s / DAY_S:,.2f})"),
+        ]
+    else:
+        rows.append(("goodput Monte-Carlo", "skipped: too many failures to simulate"))
+    return _kv_table(f"goodput under failures {job.name}", rows)
+
+
 def power_table(plan: PowerPlan) -> Table:
     budget = "-" if plan.budget_w is None else f"{plan.budget_w / 1e3:,.0f} kW"
     head = "-" if plan.headroom_w is None else f"{plan.headroom_w / 1e3:,.0f} kW"
@@ -290,7 +344,7 @@ def plans_to_json(plans: Iterable[Plan]) -> list[dict[str, Any]]:
 
 def plan_cluster_tables(console: Console, cluster: ClusterPlan) -> None:
     """``aiinfra plan``'s human output: every training job (with its reliability), every serving
-    deployment, and the power summary."""
+    deployment, the power summary, and failures (spares per SU, each job's goodput)."""
     for t, rel in cluster.training:
         console.print(training_table(t))
         if rel is not None:
@@ -299,6 +353,10 @@ def plan_cluster_tables(console: Console, cluster: ClusterPlan) -> None:
         console.print(serving_table(s))
     if cluster.power is not None:
         console.print(power_table(cluster.power))
+    if cluster.failures is not None:
+        console.print(failures_table(cluster.failures))
+        for job in cluster.failures.training:
+            console.print(goodput_table(job))
     if cluster.claims:
         table = Table(title="claims checked")
         for col in ("claim", "holds", "the numbers"):
@@ -490,7 +548,7 @@ def register(app: typer.Typer, load: Callable[[str | None, Path | None], Any]) -
         file: Annotated[Path | None, typer.Option("--file", "-f", help="a blueprint file instead of --stack")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     ) -> None:
-        """Capacity plan of every training job and serving deployment, reliability and power."""
+        """Capacity plan of every training job and serving deployment, reliability, power and failures."""
         # load() runs the planner's preflight: errors stop here with every problem listed, and
         # warnings come back with the blueprint's `silence:` applied.
         loaded = load(stack, file)

@@ -300,6 +300,8 @@ def run_site(
     cmdline = []
     if check:
         cmdline += ["--check", "--diff"]
+    if limit is None and any(st.state == "down" for g in cluster.groups.values() for st in g.states.values()):
+        limit = "all:!node_down"  # nodes down for repair are left alone unless --limit names them
     if limit:
         cmdline += ["--limit", _quote(limit)]
     if tags:

@@ -1,10 +1,12 @@
 """The whole environment's plan: every training job and serving deployment, reliability and power,
-and the workloads resolved from them (what each job and deployment runs).
+the workloads resolved from them (what each job and deployment runs), and failures (node failures,
+spares, goodput under failures).
 
 ``plan_blueprint`` maps a validated :class:`aiinfra.spec.models.Blueprint` onto planner requests;
 whatever cannot be planned becomes a :class:`aiinfra.errors.Problem` at the job's key path
 instead of an exception, so validation reports every problem at once. ``plan_cluster`` adds the
-resolved workloads; :mod:`aiinfra.pipeline` calls it once and hands the result forward.
+resolved workloads and the failure plan; :mod:`aiinfra.pipeline` calls it once and hands the result
+forward.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from ClusterShell.NodeSet import NodeSet
 from aiinfra.catalog.defaults import (
     DEFAULT_GPU_ANNUAL_FAILURE_RATE,
     DEFAULT_INTER_NODE_LINK,
+    DEFAULT_JOB_RESTART_MINUTES,
+    DEFAULT_NODE_NON_GPU_ANNUAL_FAILURE_RATE,
     DEFAULT_NODE_OVERHEAD_W,
     DEFAULT_PUE,
 )
@@ -26,6 +30,7 @@ from aiinfra.errors import Level, Problem
 from aiinfra.plan.claims import ClaimCheck, check_quantized_fits_claim, check_training_days_claim
 from aiinfra.plan.common import PlanError
 from aiinfra.plan.deployments import ResolvedDeployment, resolve_deployments
+from aiinfra.plan.failures import FailurePlan, plan_failures
 from aiinfra.plan.jobs import ResolvedJob, resolve_jobs
 from aiinfra.plan.power import NodePower, PowerPlan, plan_power
 from aiinfra.plan.reliability import ReliabilityPlan, plan_reliability
@@ -45,6 +50,8 @@ class ClusterPlan:
     #: what each planned job and deployment runs (layout, paths, NCCL, arguments), blueprint order
     jobs: tuple[ResolvedJob, ...] = ()
     deployments: tuple[ResolvedDeployment, ...] = ()
+    #: node failures, spares per SU and each job's goodput under failures (plan_cluster only)
+    failures: FailurePlan | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +63,7 @@ class ClusterPlan:
             "claims": [c.to_dict() for c in self.claims],
             "jobs": [j.to_dict() for j in self.jobs],
             "deployments": [d.to_dict() for d in self.deployments],
+            "failures": self.failures.to_dict() if self.failures else None,
             "problems": [
                 {"path": p.key_path, "id": p.id, "level": p.level.value, "message": p.message, "hint": p.hint}
                 for p in self.problems
@@ -63,10 +71,11 @@ class ClusterPlan:
         }
 
 
-def _group_gpus(groups: Iterable[Group]) -> dict[str, tuple[str | None, int, int]]:
-    """node group name -> (GPU model, GPUs per node, nodes a workload may take), read from the Cluster's
-    groups: nodes in service, the group's spares held back."""
-    return {g.name: (g.node_type.gpu.model if g.node_type.gpu else None, g.gpus_per_node, g.capacity)
+def _group_gpus(groups: Iterable[Group]) -> dict[str, tuple[str | None, int, int, int]]:
+    """node group name -> (GPU model, GPUs per node, nodes a workload may take, nodes), read from the
+    Cluster's groups: nodes in service with the group's spares held back, and every node not
+    decommissioned."""
+    return {g.name: (g.node_type.gpu.model if g.node_type.gpu else None, g.gpus_per_node, g.capacity, g.node_count)
             for g in groups}
 
 
@@ -83,20 +92,27 @@ def plan_blueprint(bp: Blueprint, groups: Iterable[Group] | None = None) -> Clus
     link = bp.fabric.rate if bp.fabric is not None else DEFAULT_INTER_NODE_LINK
     lustre = bp.storage.lustre if bp.storage is not None else None
     afr = bp.site.gpu_annual_failure_rate if bp.site is not None else DEFAULT_GPU_ANNUAL_FAILURE_RATE
+    node_other_afr = (bp.site.node_non_gpu_annual_failure_rate if bp.site is not None
+                      else DEFAULT_NODE_NON_GPU_ANNUAL_FAILURE_RATE)
+    restart_s = (bp.site.job_restart_minutes if bp.site is not None else DEFAULT_JOB_RESTART_MINUTES) * 60
 
     for i, job in enumerate(bp.training):
         path = ("training", i)
-        model_name, per_node, nodes = groups.get(job.node_group, (None, 0, 0))
+        model_name, per_node, nodes, total = groups.get(job.node_group, (None, 0, 0, 0))
         if model_name is None:
             problems.append(Problem(path + ("node_group",), "plan-no-gpus",
                                     f"node group '{job.node_group}' has no GPUs to train on", hint=NO_GPUS_HINT))
             continue
-        if job.nodes > nodes:
+        if job.nodes > total:
             problems.append(Problem(path + ("nodes",), "plan-too-many-nodes",
-                                    f"job asks for {job.nodes} nodes but '{job.node_group}' has {nodes} to give "
-                                    "(in service, spares held back)",
-                                    hint=f"ask for at most {nodes} nodes, or add hosts to '{job.node_group}'"))
+                                    f"job asks for {job.nodes} nodes but '{job.node_group}' has {total}",
+                                    hint=f"ask for at most {total} nodes, or add hosts to '{job.node_group}'"))
             continue
+        if job.nodes > nodes:  # nodes drained or down, or spares: the job waits, it is not wrong
+            problems.append(Problem(path + ("nodes",), "train-waits-for-nodes",
+                                    f"job asks for {job.nodes} nodes; '{job.node_group}' has {nodes} to give now "
+                                    "(in service, spares held back): it pends until nodes return",
+                                    Level.WARNING, hint="repair the nodes out of service, or ask for fewer nodes"))
         try:
             req = training_request_from_job(job, model_name, per_node, bp.models, site=bp.site,
                                             inter_node_link=link)
@@ -109,12 +125,13 @@ def plan_blueprint(bp: Blueprint, groups: Iterable[Group] | None = None) -> Clus
             continue
         rel = None
         if lustre is not None:
-            rel = plan_reliability(req.gpus, req.model.params, lustre.bandwidth, afr)
+            rel = plan_reliability(req.gpus, req.model.params, lustre.bandwidth, afr, restart_s,
+                                   other_failures_per_year=job.nodes * node_other_afr)
         training.append((plan, rel))
 
     for i, dep in enumerate(bp.serving):
         path = ("serving", i)
-        model_name, per_node, nodes = groups.get(dep.node_group, (None, 0, 0))
+        model_name, per_node, nodes, _total = groups.get(dep.node_group, (None, 0, 0, 0))
         if model_name is None:
             problems.append(Problem(path + ("node_group",), "plan-no-gpus",
                                     f"node group '{dep.node_group}' has no GPUs to serve on", hint=NO_GPUS_HINT))
@@ -135,7 +152,7 @@ def plan_blueprint(bp: Blueprint, groups: Iterable[Group] | None = None) -> Clus
 
     power = None
     try:
-        node_power = [NodePower(n, gpu(m) if m else None, c) for m, c, n in groups.values()]
+        node_power = [NodePower(n, gpu(m) if m else None, c) for m, c, _, n in groups.values()]
     except KeyError as exc:
         problems.append(Problem(("node_types",), "plan-unknown-name", str(exc.args[0]), hint=UNKNOWN_HINT))
         node_power = []
@@ -156,7 +173,7 @@ def plan_blueprint(bp: Blueprint, groups: Iterable[Group] | None = None) -> Clus
             ))
     claims: list[ClaimCheck] = []
     for i, claim in enumerate(bp.claims):
-        model_name, per_node, _ = groups.get(claim.node_group, (None, 0, 0))
+        model_name, per_node, _, _ = groups.get(claim.node_group, (None, 0, 0, 0))
         if model_name is None:
             problems.append(Problem(("claims", i, "node_group"), "plan-no-gpus",
                                     f"node group '{claim.node_group}' has no GPUs", hint=NO_GPUS_HINT))
@@ -189,8 +206,9 @@ def planner_problem(path: tuple, id: str, exc: PlanError, default_hint: str) -> 
 
 
 def plan_cluster(cluster: Cluster) -> ClusterPlan:
-    """The plan of a built Cluster with its workloads resolved. Pure: the pipeline computes it once
-    and hands it to the checks, every renderer and the executors."""
+    """The plan of a built Cluster with its workloads resolved and its failure plan. Pure: the
+    pipeline computes it once and hands it to the checks, every renderer and the executors."""
     base = plan_blueprint(cluster.blueprint, cluster.groups.values())
-    return replace(base, jobs=resolve_jobs(cluster, base.training),
-                   deployments=resolve_deployments(cluster, base.serving))
+    jobs = resolve_jobs(cluster, base.training)
+    return replace(base, jobs=jobs, deployments=resolve_deployments(cluster, base.serving),
+                   failures=plan_failures(cluster, jobs))

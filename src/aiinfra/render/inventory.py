@@ -30,6 +30,7 @@ from aiinfra.render import Artifacts, renderer
 from aiinfra.render.templates import StableDumper
 from aiinfra.spec.cluster import Cluster, Group, Host, ansible_name, su_name
 from aiinfra.spec.fabric import IPOIB_NETDEV_PREFIX
+from aiinfra.spec.models import NodeState
 
 SCHEDULER_GROUPS = {"slurm": "slurm_compute", "kubernetes": "k8s_worker"}
 DERIVED_GROUPS = {"gpu_nodes", *SCHEDULER_GROUPS.values()}
@@ -43,12 +44,18 @@ class InventoryModel:
     all_vars: dict
 
 
-def host_vars(host: Host) -> dict:
+OUT_OF_SERVICE_GROUP_PREFIX = "node_"  # Ansible groups node_drain and node_down (the blueprint's nodes:)
+
+
+def host_vars(host: Host, state: NodeState | None = None) -> dict:
     hv: dict = {
         "ansible_host": host.management_address,
         "aiinfra_node_group": host.group,
         "aiinfra_bmc_address": host.bmc_address,
     }
+    if state is not None:
+        hv["aiinfra_node_state"] = state.state
+        hv["aiinfra_node_reason"] = state.reason
     if host.storage_address:
         hv["aiinfra_storage_address"] = host.storage_address
     if host.su is not None:
@@ -97,6 +104,9 @@ def inventory_model(cluster: Cluster) -> InventoryModel:
     for host in cluster.hosts.values():
         if host.su is not None:
             groups.setdefault(su_name(host.su), []).append(host.name)
+    states = {h: st for g in cluster.groups.values() for h, st in g.states.items()}
+    for name, st in states.items():  # node_drain, node_down: `hosts up` leaves node_down out unless --limit names it
+        groups.setdefault(f"{OUT_OF_SERVICE_GROUP_PREFIX}{st.state}", []).append(name)
     bp = cluster.blueprint
     all_vars = {
         "aiinfra_env": cluster.env,
@@ -108,7 +118,7 @@ def inventory_model(cluster: Cluster) -> InventoryModel:
     return InventoryModel(
         groups=dict(sorted(groups.items())),
         group_vars=gvars,
-        hostvars={name: host_vars(h) for name, h in cluster.hosts.items()},
+        hostvars={name: host_vars(h, states.get(name)) for name, h in cluster.hosts.items()},
         all_vars=all_vars,
     )
 

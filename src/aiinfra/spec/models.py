@@ -601,6 +601,25 @@ class Site(Strict):
     gpu_annual_failure_rate: Annotated[float, Field(gt=0, lt=1, strict=False)] = Field(
         defaults.DEFAULT_GPU_ANNUAL_FAILURE_RATE, description="fraction of GPUs failing per year (checkpoint planning)"
     )
+    node_non_gpu_annual_failure_rate: Annotated[float, Field(ge=0, le=10, strict=False)] = Field(
+        defaults.DEFAULT_NODE_NON_GPU_ANNUAL_FAILURE_RATE,
+        description="failures per GPU node and year from parts other than its GPUs (CPUs, memory, NICs, power "
+        "supplies), added to GPUs per node x gpu_annual_failure_rate; 0: a node fails when one of its GPUs does",
+    )
+    node_repair_days: Annotated[float, Field(gt=0, le=365, strict=False)] = Field(
+        defaults.DEFAULT_NODE_REPAIR_DAYS,
+        description="mean time to repair a failed GPU node, days, from going down to back in service (spares planning)",
+    )
+    spare_target_availability: Annotated[float, Field(gt=0, lt=1, strict=False)] = Field(
+        defaults.DEFAULT_SPARE_TARGET_AVAILABILITY,
+        description="fraction of the time the spares of each scalable unit must cover all its nodes that are down; "
+        "`aiinfra plan` recommends spares_per_su for it",
+    )
+    job_restart_minutes: Annotated[float, Field(ge=0, le=1440, strict=False)] = Field(
+        defaults.DEFAULT_JOB_RESTART_MINUTES,
+        description="minutes from a failure to the job running again from its last checkpoint: requeue, "
+        "scheduling, loading the checkpoint (checkpoint interval and goodput planning)",
+    )
 
 
 # ---------------------------------------------------------------- rolling changes of the host layer
