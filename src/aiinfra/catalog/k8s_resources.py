@@ -9,6 +9,8 @@ One place, so the platform (device plugins, node labels), training and serving a
   PersistentVolume of the blueprint's Lustre file system (models, checkpoints, engines).
 - Node labels derived from the fabric model (``aiinfra.spec.fabric``): the scalable unit (SU)
   of a GPU node (value ``su_name(su)``, e.g. ``su16``) and its node group.
+- The node state taint and reason annotation (a drained node), and the node health check's
+  condition, shared by the blueprint's ``nodes:``, the kubernetes role and the health check.
 """
 
 from __future__ import annotations
@@ -26,6 +28,14 @@ NODE_STATE_KEY = f"{LABEL_PREFIX}/node-state"
 NODE_STATE_REASON_ANNOTATION = f"{LABEL_PREFIX}/node-state-reason"
 NODE_STATE_EFFECT = {"drain": "NoSchedule", "down": "NoExecute"}
 NODE_GROUP_LABEL = f"{LABEL_PREFIX}/node-group"
+# The node health check (roles/slurm/files/aiinfra-nodecheck, run on Kubernetes GPU nodes by the
+# node-health DaemonSet): the node condition it keeps (True healthy, False with the reason), the
+# state it drains a failing node to (NODE_STATE_KEY=drain, NODE_STATE_EFFECT["drain"]), the
+# versions.images key of the Python image it runs in, and the namespace of its DaemonSet.
+NODE_HEALTH_CONDITION = "AiinfraNodeHealthy"
+NODE_HEALTH_DRAIN_STATE = "drain"
+NODECHECK_IMAGE_KEY = "nodecheck"
+NODE_HEALTH_NAMESPACE = "kube-system"
 
 # Training workloads (aiinfra.render.jobs): the namespace PyTorchJobs run in and the Kueue LocalQueue
 # they name with the kueue.x-k8s.io/queue-name label (the platform's Kueue objects create it there).

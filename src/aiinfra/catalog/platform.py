@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from aiinfra.catalog.k8s_resources import NODE_HEALTH_NAMESPACE
+
 
 @dataclass(frozen=True)
 class ComponentSpec:
@@ -35,6 +37,8 @@ COMPONENTS: tuple[ComponentSpec, ...] = (
                   "Kueue: GPU flavors, quotas, fabric topology for topology-aware placement"),
     ComponentSpec("keda", "aiinfra:k8s:Keda", "keda", "keda", ("namespaces",),
                   "KEDA: event-driven autoscaling of serving deployments"),
+    ComponentSpec("node-health", "aiinfra:k8s:NodeHealth", NODE_HEALTH_NAMESPACE, None, ("namespaces",),
+                  "the node health check on GPU nodes: node condition, drain taint and reason, as Slurm's"),
 )
 
 

@@ -29,7 +29,7 @@ from aiinfra.render import render_all
 from aiinfra.render.platform import VALUES_FILE
 from aiinfra.spec.cluster import Cluster
 
-PLATFORM_RENDERERS = ["k8s-namespaces", "k8s-platform"]
+PLATFORM_RENDERERS = ["k8s-namespaces", "k8s-platform", "k8s-node-health"]
 HELM_TIMEOUT_S = 900
 
 
@@ -136,9 +136,13 @@ class Keda(PlatformComponent):
     TYPE = "aiinfra:k8s:Keda"
 
 
+class NodeHealth(PlatformComponent):
+    TYPE = "aiinfra:k8s:NodeHealth"
+
+
 CLASSES: dict[str, type[PlatformComponent]] = {
     cls.TYPE: cls for cls in (Namespaces, Monitoring, GpuOperator, NetworkOperator, LustreStorage,
-                              LeaderWorkerSet, Kueue, Keda)
+                              LeaderWorkerSet, Kueue, Keda, NodeHealth)
 }
 
 

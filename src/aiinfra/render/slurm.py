@@ -356,22 +356,27 @@ def slurm_model(cluster: Cluster) -> SlurmModel:
     )
 
 
+def node_check_group(cluster: Cluster, g: Group) -> dict:
+    """What the node health check expects of the nodes of ``g``: one entry of ``nodecheck.json``,
+    for Slurm's groups here and for Kubernetes' GPU groups in ``k8s/node-health/`` (GRES null:
+    Kubernetes has none, the check compares the GPU count with the blueprint's)."""
+    lustre = cluster.blueprint.storage.lustre
+    nt = g.node_type
+    gres = f"gpu:{gpu_type(g.gpu)}:{g.gpus_per_node}" if g.gpu is not None and g.scheduler == "slurm" else None
+    entry: dict = {"group": g.name, "nodes": g.hostlist, "gpus": g.gpus_per_node, "gres": gres}
+    if nt.rails:
+        entry["hcas"] = rail_hcas(cluster, g)
+        entry["hca_rate_gbps"] = link_rate(nt.rails.rate).ibstat_rate
+    else:
+        entry["hcas"] = []
+    entry["lustre_mountpoint"] = lustre.mountpoint if lustre and "lustre_client" in g.roles else None
+    return entry
+
+
 def node_checks(cluster: Cluster) -> dict:
     """What the node health check expects, per Slurm node group (``nodecheck.json``)."""
-    lustre = cluster.blueprint.storage.lustre
-    out = []
-    for g in cluster.groups_for_scheduler("slurm"):
-        nt = g.node_type
-        gres = f"gpu:{gpu_type(g.gpu)}:{g.gpus_per_node}" if g.gpu is not None else None
-        entry: dict = {"group": g.name, "nodes": g.hostlist, "gpus": g.gpus_per_node, "gres": gres}
-        if nt.rails:
-            entry["hcas"] = rail_hcas(cluster, g)
-            entry["hca_rate_gbps"] = link_rate(nt.rails.rate).ibstat_rate
-        else:
-            entry["hcas"] = []
-        entry["lustre_mountpoint"] = lustre.mountpoint if lustre and "lustre_client" in g.roles else None
-        out.append(entry)
-    return {"cluster": cluster.blueprint.slurm.cluster_name, "groups": out}
+    groups = [node_check_group(cluster, g) for g in cluster.groups_for_scheduler("slurm")]
+    return {"cluster": cluster.blueprint.slurm.cluster_name, "groups": groups}
 
 
 def accounting(model: SlurmModel) -> dict:
