@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STACK  ?= prod
 
-.PHONY: setup setup-test system-packages demo test lint bench clean
+.PHONY: setup setup-test system-packages demo test lint bench fuzz clean
 
 $(BIN)/aiinfra: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ lint: setup-test
 
 bench: setup
 	$(BIN)/python benchmarks/bench_render.py
+
+# 10,000 seeded mutants of stacks/*.yaml through validate + render (docs/benchmarks.md#fuzz);
+# failing cases and report.json land in /tmp/aiinfra-fuzz. The suite runs the short profile (150 cases).
+fuzz: setup
+	$(BIN)/python benchmarks/fuzz.py --profile full
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -5,8 +5,22 @@ The CLI prints them; nothing in the library raises a bare traceback for bad inpu
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import Enum
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+MAX_SHOWN = 400  # characters of one part of a problem line (a value echoed in a message can be 64k)
+
+
+def one_line(text: str, limit: int = MAX_SHOWN) -> str:
+    """``text`` safe for one line of a terminal: control characters escaped, the middle of an
+    overlong text cut (a problem line never spans lines or screens)."""
+    text = _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+    if len(text) <= limit:
+        return text
+    keep = limit // 2 - 20
+    return f"{text[:keep]}...({len(text) - 2 * keep:,} characters)...{text[-keep:]}"
 
 
 class Level(str, Enum):
@@ -46,10 +60,10 @@ class Problem:
         }
 
     def format(self, file: str) -> str:
-        where = f"{file}:{self.line}" if self.line else file
-        text = f"{where}: {self.key_path}: {self.level.value}[{self.id}]: {self.message}"
+        where = f"{one_line(file)}:{self.line}" if self.line else one_line(file)
+        text = f"{where}: {one_line(self.key_path)}: {self.level.value}[{self.id}]: {one_line(self.message)}"
         if self.hint:
-            text += f" (fix: {self.hint})"
+            text += f" (fix: {one_line(self.hint)})"
         return text
 
 

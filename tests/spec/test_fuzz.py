@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -174,3 +175,60 @@ def test_every_blueprint_validate_accepts_renders(mutant):
     except BlueprintError:
         return  # refused with problems: the other property covers their form
     render_all(built.cluster, built.plan)
+
+
+# ------------------------------------------------------------------ kinds the 10,000-case fuzz run found
+# (benchmarks/fuzz.py, docs/benchmarks.md#fuzz): each is a refusal with a line, not a crash or a hang.
+
+DEV_TEXT = (ROOT / "stacks" / "Pulumi.dev.yaml").read_text()
+
+
+def _problems(text: str) -> list:
+    try:
+        build_text(text, "f.yaml", "dev")
+    except BlueprintError as exc:
+        return exc.problems
+    raise AssertionError("accepted")
+
+
+def _with_value(key: str, written: str) -> str:
+    """dev's blueprint with the value of its first ``key:`` line replaced by ``written`` (as typed)."""
+    head, sep, rest = DEV_TEXT.partition(f"\n    {key}: ")
+    assert sep, key
+    return head + sep + written + "\n" + rest.split("\n", 1)[1]
+
+
+@pytest.mark.parametrize("written", [
+    "1" + "0" * 400,  # past float range: formatting it raised OverflowError
+    "9" * 5000,  # past Python's 4,300-digit int() limit: PyYAML's constructor raised ValueError
+    "0b" + "1" * 20_000,  # the same in binary
+    ":".join(["59"] * 400),  # and in YAML 1.1's base 60
+])
+def test_numbers_past_any_limit_are_refused_on_their_line(written):
+    text = _with_value("description", written)
+    (problem,) = _problems(text)
+    assert problem.id == "number-out-of-range" and problem.key_path == "aiinfra:cluster.description"
+    assert problem.line == text[: text.index(written)].count("\n") + 1
+    assert len(problem.format("f.yaml")) < 400
+
+
+def test_a_mapping_key_past_the_number_limit_is_refused():
+    text = _with_value("description", "{? " + "9" * 5000 + " : 1}")
+    assert [p.id for p in _problems(text)] == ["number-out-of-range"]
+
+
+def test_a_value_of_megabytes_is_refused_before_any_check_reads_it():
+    text = _with_value("description", "'" + "x" * 3_000_000 + "'")
+    (problem,) = _problems(text)
+    assert (problem.id, problem.key_path) == ("value-too-long", "aiinfra:cluster.description")
+
+
+def test_a_file_of_many_megabytes_is_refused_whole():
+    (problem,) = _problems(DEV_TEXT + "# " + "x" * 9 * 2**20 + "\n")
+    assert problem.id == "blueprint-too-large" and problem.line == 1
+
+
+def test_a_value_echoed_in_a_message_stays_on_one_line():
+    text = _with_value("description", "ok").replace("name: dev", 'name: "line\\nbreak"', 1)
+    shown = [p.format("f.yaml") for p in _problems(text)]
+    assert shown and all("\n" not in s for s in shown) and any("line\\nbreak" in s for s in shown)

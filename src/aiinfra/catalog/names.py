@@ -7,10 +7,13 @@ from collections.abc import Mapping
 from typing import TypeVar
 
 T = TypeVar("T")
+MAX_NAME = 200
 
 
 def suggest(name: str, candidates: list[str] | tuple[str, ...] | Mapping[str, object]) -> str:
     """Return ``" (did you mean 'x'?)"`` for the closest candidate, or an empty string."""
+    if len(name) > MAX_NAME:  # no name is that long; difflib's cost grows with the length
+        return ""
     close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 

@@ -38,6 +38,9 @@ class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
 MAX_EXPANDED_NODES = 200_000  # prod's blueprint is about 1,000 nodes; a 16k-node site a few thousand
 MAX_DEPTH = 64
 MAX_INT = 2**53  # larger integers are not counts or sizes of anything in a cluster (and lose precision)
+MAX_NUMBER_CHARS = 64  # a number written longer than this is far past MAX_INT (and PyYAML's int() may refuse it)
+MAX_STRING = 65_536  # one value: paths, hostlists, arguments are short; nothing in a blueprint is a document
+MAX_TEXT = 8 * 2**20  # the whole file: prod's blueprint is ~30 KB
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,11 @@ def read_file(path: Path, display: str | None = None) -> Source:
 
 
 def read_text(text: str, file: str, env: str) -> Source:
+    if len(text) > MAX_TEXT:
+        raise BlueprintError(file, [Problem((), "blueprint-too-large",
+                                            f"the file has {len(text):,} characters (limit {MAX_TEXT:,})", line=1,
+                                            hint="a blueprint describes nodes with hostlists (gpu[001-512]); "
+                                                 "keep data files out of it")])
     document, lines, problems = _parse_yaml(text)
     if problems:
         raise BlueprintError(file, problems)
@@ -127,16 +135,19 @@ def _parse_yaml(text: str) -> tuple[object, dict[tuple, int], list[Problem]]:
     if shape:
         return None, {}, [shape]
     lines: dict[tuple, int] = {}
-    dups: list[Problem] = []
-    _walk(node, (), lines, dups)
-    if dups or tagged:
-        return None, lines, dups + [_at_line(p, lines) for p in tagged]
+    found: list[Problem] = []
+    _walk(node, (), lines, found)
+    if found or tagged:
+        return None, lines, found + [_at_line(p, lines) for p in tagged]
     try:
         document = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:  # constructor errors (bad tags, values)
         mark = getattr(exc, "problem_mark", None)
         return None, lines, [Problem((), "not-yaml", f"not valid YAML: {getattr(exc, 'problem', None) or exc}",
                                      line=mark.line + 1 if mark else 1, hint="write the value as plain text")]
+    except (ValueError, OverflowError) as exc:  # PyYAML's own int()/float() past Python's limits
+        return None, lines, [Problem((), "not-yaml", f"a value YAML cannot convert: {str(exc)[:120]}", line=1,
+                                     hint="write numbers plainly (at most 2^53); quote anything else")]
     numbers = _check_numbers(document, (), lines)
     if numbers:
         return None, lines, numbers
@@ -225,34 +236,69 @@ def _check_numbers(value: object, path: tuple, lines: dict[tuple, int]) -> list[
 
 def _number_problem(at: tuple, value: object, lines: dict[tuple, int]) -> Problem:
     rel = _relative(at)
-    shown = f"{value:.3g}" if isinstance(value, float) else (str(value) if len(str(value)) < 24 else f"{value:.3g}")
     return Problem(rel if rel is not None else (), "number-out-of-range",
-                   f"{shown} is not a usable number (limit: finite, at most 2^53)", line=lines.get(at),
+                   f"{_shown_number(value)} is not a usable number (limit: finite, at most 2^53)", line=lines.get(at),
                    hint="give the real value; sizes and rates take a unit, e.g. 2TiB or 1TB/s")
 
 
-def _walk(node: yaml.Node, path: tuple, lines: dict[tuple, int], dups: list[Problem]) -> None:
+def _shown_number(value: object) -> str:
+    """A number for a message, whatever its size (str() of an int past 4,300 digits raises)."""
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    assert isinstance(value, int)
+    if value.bit_length() < 64:
+        return str(value)
+    return f"{'-' if value < 0 else ''}a number of about {int(value.bit_length() * 0.30103) + 1:,} digits"
+
+
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+
+
+def _scalar_problem(node: yaml.ScalarNode, path: tuple) -> Problem | None:
+    """Bounds on one scalar as written, before YAML converts it: its length, and a number's digits."""
+    rel = _relative(path)
+    where = rel if rel is not None else ()
+    if len(node.value) > MAX_STRING:
+        return Problem(where, "value-too-long", f"a value of {len(node.value):,} characters (limit {MAX_STRING:,})",
+                       line=node.start_mark.line + 1, hint="blueprint values are names, paths and arguments: "
+                                                           "point to a file instead of pasting it")
+    if node.tag in _NUMBER_TAGS and len(node.value) > MAX_NUMBER_CHARS:
+        return Problem(where, "number-out-of-range",
+                       f"a number written with {len(node.value):,} characters (limit: at most 2^53)",
+                       line=node.start_mark.line + 1, hint="give the real value; quote it if it is a name")
+    return None
+
+
+def _walk(node: yaml.Node, path: tuple, lines: dict[tuple, int], found: list[Problem]) -> None:
     lines[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
+    if isinstance(node, yaml.ScalarNode):
+        problem = _scalar_problem(node, path)
+        if problem:
+            found.append(problem)
+    elif isinstance(node, yaml.MappingNode):
         seen: set = set()
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):  # '{a: 1}: 2' or '[a]: 1': Python cannot key on it
                 rel = _relative(path)
-                dups.append(Problem(rel if rel is not None else (), "wrong-type",
+                found.append(Problem(rel if rel is not None else (), "wrong-type",
                                     "a mapping key must be a plain name, not a list or mapping",
                                     hint="write the key as a plain word", line=key_node.start_mark.line + 1))
+                continue
+            problem = _scalar_problem(key_node, path)
+            if problem:
+                found.append(problem)
                 continue
             key = key_node.value
             if key in seen:
                 rel = _relative(path)
-                dups.append(Problem(rel + (key,) if rel is not None else (key,), "duplicate-key",
+                found.append(Problem(rel + (key,) if rel is not None else (key,), "duplicate-key",
                                     f"key '{key}' appears twice in the same mapping", hint="keep one",
                                     line=key_node.start_mark.line + 1))
             seen.add(key)
-            _walk(value_node, path + (key,), lines, dups)
+            _walk(value_node, path + (key,), lines, found)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _walk(item, path + (i,), lines, dups)
+            _walk(item, path + (i,), lines, found)
 
 
 def _relative(path: tuple) -> tuple | None:
