@@ -19,6 +19,27 @@ import yaml
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 CRD_DIR = Path(__file__).resolve().parents[2] / "shared" / "crds"
+# Custom resources whose CRD the shared set does not carry: the fields of their spec as the project
+# defines them, written down here as facts (not a copy of the CRD), checked strictly.
+# nv-ipam IPPool: Mellanox/nvidia-k8s-ipam api/v1alpha1/ippool_types.go at tag network-operator-v25.7.0
+# (the IPAM the Network Operator 25.7.0 chart deploys): subnet and perNodeBlockSize required.
+OWN_SCHEMAS: dict[tuple[str, str], dict] = {
+    ("nv-ipam.nvidia.com/v1alpha1", "IPPool"): {
+        "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": {"type": "object"},
+            "spec": {
+                "type": "object", "required": ["subnet", "perNodeBlockSize"], "additionalProperties": False,
+                "properties": {
+                    "subnet": {"type": "string"}, "perNodeBlockSize": {"type": "integer"},
+                    "gateway": {"type": "string"}, "defaultGateway": {"type": "boolean"},
+                    "nodeSelector": {"type": "object"}, "exclusions": {"type": "array"}, "routes": {"type": "array"},
+                },
+            },
+        },
+        "additionalProperties": False,
+    },
+}
 
 
 def require_crds() -> Path:
@@ -31,6 +52,7 @@ def require_crds() -> Path:
 def crd_index() -> dict[tuple[str, str], dict]:
     """(apiVersion, kind) -> strict JSON schema, for every CRD in shared/crds."""
     index: dict[tuple[str, str], dict] = {}
+    index.update(OWN_SCHEMAS)
     for path in sorted(require_crds().glob("*.yaml")):
         for doc in yaml.load_all(path.read_text(), Loader=_LOADER):
             if not doc or doc.get("kind") != "CustomResourceDefinition":

@@ -40,7 +40,7 @@ ENVS = sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in (ROO
 FABRIC_ENV = ("NCCL_", "UCX_", "SHARP_")
 #: the port of every rail HCA in NCCL_IB_HCA / UCX_NET_DEVICES
 PORT = "1"
-VLLM_API_SERVER = "vllm.entrypoints.openai.api_server"
+VLLM_SERVE = ["vllm", "serve"]  # vLLM's CLI: `vllm serve MODEL --flags` (the model positional)
 
 
 # ---------------------------------------------------------------- what the layers say
@@ -357,14 +357,14 @@ def _engine_args(container: dict[str, Any]) -> tuple[str, list[str]]:
     if command == ["trtllm-serve"]:
         args = container["args"]
         assert not args[0].startswith("--"), "trtllm-serve's first argument is the engine directory"
-        return "tensorrt-llm", args[1:]
+        return "tensorrt-llm", args  # as vllm serve's: the positional argument, then the flags
     if command[:2] == ["/bin/sh", "-c"]:  # Ray: the leader's script execs the API server
-        line = next((ln for ln in command[2].splitlines() if VLLM_API_SERVER in ln), None)
+        line = next((ln for ln in command[2].splitlines() if " ".join(VLLM_SERVE) in ln), None)
         if line is None:
             return "vllm", []
         words = shlex.split(line)
-        return "vllm", words[words.index(VLLM_API_SERVER) + 1:]
-    assert command[-1] == VLLM_API_SERVER
+        return "vllm", words[words.index(VLLM_SERVE[-1]) + 1:]
+    assert command == VLLM_SERVE
     return "vllm", container.get("args", [])
 
 
@@ -405,7 +405,7 @@ def _rendered_deployment(env: str, name: str) -> dict[str, Any]:
         "name": work["metadata"]["name"], "kind": work["kind"], "engine": engine, "node_group": group,
         "image": server["image"], "tp": tp, "pp": pp, "gpus_per_replica": size * gpus, "nodes_per_replica": size,
         "gpus_per_pod": gpus, "replicas": replicas, "min_replicas": low, "max_replicas": high,
-        "weights_dir": flag(args, "--tokenizer" if engine == "tensorrt-llm" else "--model"),
+        "weights_dir": flag(args, "--tokenizer") if engine == "tensorrt-llm" else args[0],  # vllm serve MODEL
         "nccl": fabric_env(container_env(server)), "args": args, "worker_args": worker_args,
     }
 

@@ -8,6 +8,7 @@ import pytest
 import yaml
 from pulumi_harness import run_program
 
+from aiinfra.catalog.charts import chart
 from aiinfra.catalog.platform import COMPONENTS
 from conftest import ROOT
 
@@ -36,7 +37,7 @@ def test_every_kubernetes_resource_is_a_child_of_a_component(prod_run):
 def test_every_chart_is_a_release_at_the_pinned_version(prod_run):
     pinned = stack_blueprint("prod")["versions"]["charts"]
     releases = prod_run.of_type("kubernetes:helm.sh/v3:Release")
-    assert len(releases) == sum(1 for c in COMPONENTS if c.chart)
+    assert len(releases) == sum(1 for c in COMPONENTS if c.chart and not chart(c.chart).is_kustomize)
     for r in releases:
         assert r.inputs.get("version"), f"{r.name}: unpinned chart"
         assert r.inputs["version"] in pinned.values()
@@ -124,3 +125,12 @@ def test_the_resource_count_does_not_grow_with_the_nodes():
 def test_a_kubeconfig_secret_selects_an_explicit_provider():
     run = run_program("dev", stack_blueprint("dev"), {"aiinfra:kubeconfig": "apiVersion: v1\nkind: Config\n"})
     assert [r.name for r in run.of_type("pulumi:providers:kubernetes")] == ["kubernetes"]
+
+
+def test_the_training_operator_is_its_kustomize_overlay_at_the_pinned_tag(prod_run):
+    """No chart exists for it: a kustomize Directory of the project's folder at versions.charts' tag."""
+    (component,) = prod_run.of_type("aiinfra:k8s:TrainingOperator")
+    (directory,) = [r for r in prod_run.of_type("kubernetes:kustomize/v2:Directory") if r.parent == component.urn]
+    tag = stack_blueprint("prod")["versions"]["charts"]["training-operator"]
+    assert directory.inputs["directory"].endswith(f"/tree/{tag}/manifests/overlays/standalone")
+    assert directory.inputs["directory"].startswith("https://github.com/kubeflow/")

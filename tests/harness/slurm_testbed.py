@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from .testbed import REQUIRED_BINARIES, Host, Testbed, missing_binaries
+from .testbed import REQUIRED_BINARIES, Host, Testbed, missing_binaries, wait_until
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 FIXTURE = CHECKOUT / "tests" / "fixtures" / "slurm-testbed"
@@ -121,3 +121,18 @@ def wipe_state() -> None:
     # controller state, and srun fails on a directory left by an earlier job of the same id.
     for d in Path("/tmp").glob("spmix_appdir_*"):
         shutil.rmtree(d, ignore_errors=True)
+
+
+def release_requeued(testbed: Testbed, controller: str, job: str, deadline_s: float = 120) -> None:
+    """Start a requeued job now. Slurm holds a requeued batch job until the job credential of its
+    first run has expired (``begin_time = now + cred_expire + 1``, job_mgr.c; ``AuthInfo=cred_expire``,
+    default 120 s, slurm.conf(5): "This also controls how long a requeued job must wait before
+    starting again"). On a cluster that is two minutes of a multi-hour job; in a test it is most of
+    the run, so the test does what an operator may: ``scontrol update JobId=... StartTime=now``."""
+    def held() -> bool:
+        r = testbed.ssh(controller, f"timeout 20 squeue -h -j {job} -o '%T %r'", timeout=30, check=False)
+        return r.stdout.split() == ["PENDING", "BeginTime"]
+
+    wait_until(f"job {job} requeued (pending on its begin time)", held, deadline_s, 0.5)
+    r = testbed.ssh(controller, f"timeout 20 scontrol update JobId={job} StartTime=now", timeout=30, check=False)
+    assert r.returncode == 0, r.stderr or r.stdout

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import ROOT
 
-ROLES = ["common", "nvidia_driver", "infiniband", "lustre_client", "nvmeof", "container_runtime", "dcgm"]
+ROLES = ["common", "nvidia_driver", "infiniband", "lustre_client", "nvmeof", "container_runtime", "dcgm", "node_exporter", "slurm_exporter"]
 TARGETS = [f"roles/{r}" for r in ROLES] + ["playbooks/rolling.yml"]
 BIN = ROOT / ".venv" / "bin"
 

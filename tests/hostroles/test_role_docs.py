@@ -9,7 +9,7 @@ import yaml
 
 from conftest import ROOT
 
-ROLES = ["common", "nvidia_driver", "infiniband", "lustre_client", "nvmeof", "container_runtime", "dcgm"]
+ROLES = ["common", "nvidia_driver", "infiniband", "lustre_client", "nvmeof", "container_runtime", "dcgm", "node_exporter", "slurm_exporter"]
 
 
 @pytest.mark.parametrize("role", ROLES)

@@ -32,7 +32,7 @@ from .ansible_run import BIN, run_playbook
 def _injected_raw(marks: Path) -> dict:
     raw = yaml.safe_load((ROOT / "stacks" / "Pulumi.dev.yaml").read_text())["config"]["aiinfra:cluster"]
     values = _injected_values(marks)
-    raw["versions"]["charts"]["keda"] = values["chart"]
+    raw["versions"]["images"]["deepspeed"] = values["chart"]  # an all-variable (chart versions are checked)
     raw["node_types"]["gpu"]["storage_hca"] = values["storage_hca"]
     raw["storage"]["lustre"]["mount_options"] = ["flock", values["mount_option"]]
     raw["fabric"]["pkeys"] = [values["pkey"]]
@@ -51,7 +51,7 @@ def _injected_values(marks: Path) -> dict[str, str]:
 
 def _injected(marks: Path) -> tuple[Built, dict[str, str]]:
     """dev's blueprint with a command-running template in four fields that reach the inventory:
-    the all-variables (versions.charts), a group's variables (storage_hca), and two group_vars
+    the all-variables (versions.images), a group's variables (storage_hca), and two group_vars
     files (lustre mount options; fabric pkeys, with a ``#jinja2:`` header that changes the delimiters)."""
     return build_data(_injected_raw(marks), "stacks/Pulumi.dev.yaml", "dev"), _injected_values(marks)
 
@@ -75,7 +75,7 @@ def _probe(tmp: Path, inventory: Path) -> dict:
              "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable},
              "tasks": [{"name": "Write the values as Ansible sees them", "ansible.builtin.copy": {
                  "dest": str(out), "mode": "0600",
-                 "content": "{{ {'chart': aiinfra_versions.charts.keda, 'storage_hca': aiinfra_storage_hca, "
+                 "content": "{{ {'chart': aiinfra_versions.images.deepspeed, 'storage_hca': aiinfra_storage_hca, "
                             "'mount_option': aiinfra_lustre.mount_options[1], "
                             "'pkey': aiinfra_fabric.pkeys[0]} | to_json }}"}}]}]
     playbook = tmp / "probe" / "probe.yml"
@@ -129,8 +129,9 @@ def test_dynamic_inventory_strings_are_not_templated(tmp_path):
     marks.mkdir()
     built, values = _injected(marks)
     listing = dynamic_list(inventory_model(built.cluster))
-    charts = listing["all"]["vars"]["aiinfra_versions"]["charts"]
-    assert charts["keda"] == {"__ansible_unsafe": values["chart"]} and charts["kueue"] == "0.19.2"
+    images = listing["all"]["vars"]["aiinfra_versions"]["images"]
+    assert images["deepspeed"] == {"__ansible_unsafe": values["chart"]}
+    assert images["vllm"] == built.cluster.blueprint.versions.images["vllm"]  # no template: as it is
     project = tmp_path / "project"
     (project / "stacks").mkdir(parents=True)
     (project / "Pulumi.yaml").write_text((ROOT / "Pulumi.yaml").read_text())

@@ -11,6 +11,7 @@ moved to a fake host tree.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import subprocess
 import sys
@@ -572,17 +573,46 @@ def test_the_pod_requests_no_gpu_and_reads_the_host_read_only(rendered):
     assert env["NODE_NAME"] == "spec.nodeName"
 
 
-def test_a_changed_config_rolls_the_pods(rendered):
+def test_a_new_script_rolls_the_pods_and_a_new_node_does_not(rendered):
+    key = "aiinfra.io/script-sha256"
+    before = daemon_set(rendered, "dev")["spec"]["template"]["metadata"]["annotations"][key]
+    assert before == hashlib.sha256(config_map(rendered, "dev")["data"]["aiinfra-nodecheck"].encode()).hexdigest()
     bp = blueprint("dev")
-    bp["slurm"]["health_check_interval_s"] = 120
-    changed = render(build_data(bp, "dev.yaml", "dev"), only=["k8s-node-health"])
-    ds = docs(changed["k8s/node-health/daemonset.yaml"])[0]
-    assert "120" in ds["spec"]["template"]["spec"]["containers"][0]["command"]
-    bp["node_groups"][2]["hosts"] = "gpu[02-03]"
+    bp["node_groups"][2]["hosts"] = "gpu[02-03]"  # a node joins: its pod is new, the others keep running
     more = docs(render(build_data(bp, "dev.yaml", "dev"), only=["k8s-node-health"])["k8s/node-health/daemonset.yaml"])[0]
-    key = "aiinfra.io/config-sha256"
-    assert (more["spec"]["template"]["metadata"]["annotations"][key]
-            != daemon_set(rendered, "dev")["spec"]["template"]["metadata"]["annotations"][key])
+    assert more["spec"]["template"]["metadata"]["annotations"][key] == before
+
+
+def test_the_loop_reads_the_config_again_so_a_joining_node_needs_no_restart(api, host):
+    """The ConfigMap volume is updated in place by the kubelet: a pod started before its node was in
+    the config (waiting, not exiting) starts checking it once the new config arrives."""
+    server = api(a_node())
+    config_file = host.dir / "nodecheck.json"
+    full = config_file.read_text()
+    config = json.loads(full)
+    config["groups"] = [g for g in config["groups"] if g["group"] != "gpu-serve"]
+    config_file.write_text(json.dumps(config))
+    host.gpus(host.expect["gpus"] - 1)  # a lost GPU: what the check must report once it checks
+    proc = subprocess.Popen(host.command(server, "--interval", "0.2"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)
+        with server.lock:
+            assert server.patches == []  # not its node yet: it waits, and says so once
+        config_file.write_text(full)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with server.lock:
+                if server.node["spec"]["taints"] != [GPU_TAINT]:
+                    break
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()
+        with server.lock:
+            assert any(t["key"] == "aiinfra.io/node-state" for t in server.node["spec"]["taints"])
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+    assert out.count("not a node of") == 1
 
 
 def test_an_operator_installed_driver_is_counted_in_its_driver_root():

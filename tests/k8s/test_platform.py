@@ -8,12 +8,12 @@ import re
 import pytest
 import yaml
 
-from aiinfra.catalog.charts import CHARTS
+from aiinfra.catalog.charts import CHARTS, chart
 from aiinfra.catalog.platform import COMPONENTS
 from aiinfra.errors import BlueprintError
 from aiinfra.pipeline import build_data
 from aiinfra.render.k8s_topology import node_labels, node_taints, topology_levels
-from aiinfra.render.platform import DCGM_FIELDS
+from aiinfra.render.monitoring import DCGM_FIELDS
 from conftest import ROOT, load_stack, render
 from k8s_schema import _strict as strict_schema
 from k8s_schema import require_crds
@@ -171,8 +171,9 @@ def test_rdma_shared_mode_gives_one_ipoib_network_per_rail_with_pod_ranges_above
     import ipaddress
     import json
 
+    pools = {p["metadata"]["name"]: p for p in docs(prod_render["k8s/network-operator/rail-ippools.yaml"])}
     for rail, net in enumerate(networks):
-        pod_range = ipaddress.ip_network(json.loads(net["spec"]["ipam"])["range"])
+        pod_range = ipaddress.ip_network(pools[json.loads(net["spec"]["ipam"])["poolName"]]["spec"]["subnet"])
         host_addr = ipaddress.ip_address(prod.cluster.hosts["gpu512"].rails[rail].ipoib_address)
         assert host_addr not in pod_range and host_addr in ipaddress.ip_network(pod_range.supernet())
 
@@ -247,7 +248,11 @@ def test_one_argo_application_per_component_with_chart_version_and_values(prod, 
     for spec in COMPONENTS:
         app = apps[spec.name]
         charts = [s for s in app["spec"]["sources"] if "chart" in s]
-        if spec.chart:
+        if spec.chart and chart(spec.chart).is_kustomize:  # the project's kustomize folder at the pinned tag
+            (src,) = app["spec"]["sources"]
+            assert (src["repoURL"], src["targetRevision"], src["path"]) == (
+                chart(spec.chart).repository, pinned[spec.chart], chart(spec.chart).path)
+        elif spec.chart:
             (src,) = charts
             assert src["targetRevision"] == pinned[spec.chart]
             (values,) = src["helm"]["valueFiles"]

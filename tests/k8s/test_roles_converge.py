@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, load_stack
 
 SKIP_TAGS = "packages,kernel,service,kubelet"
 HOST = "gpu02"  # dev's Kubernetes GPU worker
@@ -82,4 +82,5 @@ def test_roles_converge_and_a_second_run_changes_nothing(tmp_path):
     node_config = [d for d in yaml.safe_load_all(
         (tmp_path / "etc" / "kubernetes" / "aiinfra" / "kubeadm-node.yaml").read_text()) if d]
     init = next(d for d in node_config if d["kind"] == "InitConfiguration")
-    assert init["nodeRegistration"]["name"] == HOST and init["localAPIEndpoint"]["advertiseAddress"] == "10.10.0.12"
+    planned = load_stack("dev").cluster.hosts[HOST].management_address  # the host's own address, as planned
+    assert init["nodeRegistration"]["name"] == HOST and init["localAPIEndpoint"]["advertiseAddress"] == planned

@@ -292,17 +292,27 @@ def test_prod_as_committed_has_enough_spares(prod):
 
 def test_spares_short_for_a_demanding_target():
     built = prod_with_site("spare_target_availability: 0.999")
-    short = [p for p in built.warnings if p.id == "plan-spares-short"]
-    i = group_index(built, "gpu-train")
-    assert [p.path for p in short] == [("node_groups", i, "spares_per_su")]
-    (p,) = short
+    short = {p.path: p for p in built.warnings if p.id == "plan-spares-short"}
+    train, serve = group_index(built, "gpu-train"), group_index(built, "gpu-serve")
+    # both GPU groups hold 1 spare per SU (prod); a group without spares (0) is not checked
+    assert set(short) == {("node_groups", i, "spares_per_su") for i in (train, serve)}
+    p = short[("node_groups", train, "spares_per_su")]
     # 1 spare covers e^-m (1 + m) = 99.48 % of the time; 99.9 % needs 2 (P(N > 2) = 0.02 %)
     assert "99.48%" in p.message and "needs 2" in p.message
     assert "spares_per_su: 2" in p.hint
     assert p.line is not None  # points at the blueprint line
-    # gpu-serve holds no spares (0): not checked, though its recommendation is 2 as well
+
+
+def test_a_group_without_spares_is_not_held_to_the_target():
+    text = PROD.read_text().replace(SITE_AFR_LINE, SITE_AFR_LINE + "\n      spare_target_availability: 0.999", 1)
+    serve_block = text[text.index("- name: gpu-serve"):]
+    spares = serve_block[serve_block.index("spares_per_su: 1"):]
+    text = text.replace(serve_block, serve_block.replace(spares, spares.replace("spares_per_su: 1", "spares_per_su: 0", 1), 1), 1)
+    built = build_text(text, "stacks/Pulumi.prod.yaml", "prod")
     serve = next(g for g in built.plan.failures.groups if g.name == "gpu-serve")
     assert serve.recommended_spares_per_su == 2 and serve.spares_per_su == 0
+    assert not [p for p in built.warnings if p.id == "plan-spares-short"
+                and p.path == ("node_groups", group_index(built, "gpu-serve"), "spares_per_su")]
 
 
 def test_spares_short_can_be_silenced():

@@ -58,11 +58,17 @@ def prod_plan_json() -> dict:
     return {s["name"]: s for s in data["serving"]}
 
 
+def model_of(container: dict) -> str | None:
+    """The positional MODEL of ``vllm serve MODEL --flags``: the first argument, if it is not a flag."""
+    args = list(container.get("args") or [])
+    return args[0] if args and not args[0].startswith("--") else None
+
+
 def args_of(container: dict) -> dict[str, str | None]:
-    """``--flag value`` / ``--flag`` pairs of a container's args."""
+    """``--flag value`` / ``--flag`` pairs of a container's args (a leading positional MODEL aside)."""
     out: dict[str, str | None] = {}
     tokens = list(container.get("args") or [])
-    i = 0
+    i = 1 if model_of(container) else 0
     while i < len(tokens):
         flag = tokens[i]
         if i + 1 < len(tokens) and not tokens[i + 1].startswith("--"):

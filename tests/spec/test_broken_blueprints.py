@@ -86,6 +86,6 @@ def test_a_named_warning_can_be_silenced_but_is_shown_otherwise(aiinfra, tmp_pat
     r = aiinfra("validate", "--file", str(f))
     assert r.code == 0
     assert "warning[fabric-su-split]" in r.stderr
-    f.write_text(text.replace("silence: [train-no-spare]", "silence: [train-no-spare, fabric-su-split]", 1))
+    f.write_text(text.replace("silence: [", "silence: [fabric-su-split, ", 1))
     r = aiinfra("validate", "--file", str(f))
     assert r.code == 0 and "fabric-su-split" not in r.stderr

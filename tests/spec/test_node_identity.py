@@ -59,7 +59,7 @@ def prod_files() -> dict[str, str]:
     return render(PROD)
 
 
-NODES = ["gpu200", *random.Random(13).sample([f"gpu{n:03d}" for n in range(1, 513)], 3)]
+NODES = ["gpu200", "gpu480", *random.Random(13).sample([f"gpu{n:03d}" for n in range(1, 513)], 3)]
 
 
 @pytest.mark.parametrize("node", NODES)

@@ -15,8 +15,9 @@ def test_prod_matches_the_brief(prod):
     assert c.totals["gpus"] == 4096
     assert c.totals["hbm_bytes"] == 4096 * 80 * 2**30
     # The brief's ~3 MW does not cover 4,096 H100 at 700 W plus the nodes around them: the planner says so.
-    # trtllm-serve takes no API key: the TensorRT-LLM deployment is open to its gateway namespace.
-    assert [p.id for p in prod.warnings] == ["plan-power-budget", "serving-no-auth"]
+    # trtllm-serve takes no API key: the TensorRT-LLM deployment relies on its gateway's authentication
+    # (gateway_auth: true), so prod is not open without credentials.
+    assert [p.id for p in prod.warnings] == ["plan-power-budget"]
 
 
 def test_prod_fabric_is_sixteen_sus_of_eight_rails(prod):

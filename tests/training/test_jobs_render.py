@@ -70,7 +70,7 @@ def test_pytorchjob_is_valid_against_the_crd_and_kubernetes_schemas(dev_jobs):
 def test_pytorchjob_queues_in_kueue_with_rdma_shm_and_lustre(dev_jobs):
     objs = _objects(dev_jobs["jobs/llama3-8b-finetune/pytorchjob.yaml"])
     job = objs["PyTorchJob"]
-    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == k8s_resources.TRAINING_QUEUE
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == k8s_resources.local_queue(k8s_resources.TRAINING_NAMESPACE)
     assert job["metadata"]["namespace"] == k8s_resources.TRAINING_NAMESPACE
     assert set(job["spec"]["pytorchReplicaSpecs"]) == {"Master"}  # one node: no workers
     spec = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]

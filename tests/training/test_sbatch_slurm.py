@@ -128,6 +128,7 @@ def test_usr1_before_the_time_limit_checkpoints_requeues_and_resumes(bed):
     assert len(list(out.glob("rank-*-0.json"))) == 16, output_of(out)[-3000:]
     on_controller(bed, f"timeout 20 scancel --batch --signal=USR1 {job}")  # what --signal=B:USR1@N sends
     wait_until("every rank got SIGTERM", lambda: len(list(out.glob("term-*-0"))) == 16, 60, 0.5)
+    st.release_requeued(bed["testbed"], bed["controller"], job)
     wait_until("the requeued job ran again", lambda: len(list(out.glob("rank-*-1.json"))) == 16, 180, 1)
     wait_until(f"job {job} finished", lambda: finished(bed, job), 120, 1)
     assert "aiinfra: requeueing job" in output_of(out)

@@ -4,12 +4,23 @@ The VERSION of every chart is not here: it is pinned per environment in the blue
 (``versions.charts``), so one place says what runs where. Sources: each project's install guide
 (NVIDIA GPU Operator and Network Operator: NGC Helm repository; Kueue and LeaderWorkerSet: OCI
 charts on registry.k8s.io; kube-prometheus-stack: prometheus-community; KEDA: kedacore; Calico: the
-tigera-operator chart of docs.tigera.io; Cilium: helm.cilium.io).
+tigera-operator chart of docs.tigera.io; Cilium: helm.cilium.io; Argo CD: the argo-cd chart of
+argoproj.github.io/argo-helm).
+
+The Kubeflow training-operator has no official Helm chart: it is installed from its kustomize
+overlay ``manifests/overlays/standalone`` of github.com/kubeflow/trainer (the repository's name
+since the v2 rename; v1 releases keep their ``v1.x.y`` tags there) at the pinned tag, as an Argo CD
+source path or a Pulumi kustomize Directory (``Chart.path``).
+
+The key paths each pinned chart's values accept are facts too, extracted by
+``scripts/chart_keys.py`` into ``data/chart_keys/<chart>-<version>.txt`` (:func:`chart_keys`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 
 from aiinfra.catalog.names import lookup
 
@@ -21,6 +32,15 @@ class Chart:
     repository: str  # https:// Helm repository or oci:// registry path (without the chart name)
     namespace: str  # namespace the release is installed into
     release: str  # Helm release name
+    path: str = ""  # a kustomize folder of the git repository ``repository`` instead of a Helm chart
+
+    @property
+    def is_kustomize(self) -> bool:
+        return bool(self.path)
+
+    def kustomize_url(self, version: str) -> str:
+        """The folder at tag ``version``, as Pulumi's kustomize Directory (and a browser) takes it."""
+        return f"{self.repository.removesuffix('.git')}/tree/{version}/{self.path}"
 
     @property
     def is_oci(self) -> bool:
@@ -51,6 +71,9 @@ CHARTS: dict[str, Chart] = {
         Chart("tigera-operator", "tigera-operator", "https://docs.tigera.io/calico/charts", "tigera-operator",
               "calico"),
         Chart("cilium", "cilium", "https://helm.cilium.io", "kube-system", "cilium"),
+        Chart("argo-cd", "argo-cd", "https://argoproj.github.io/argo-helm", "argocd", "argocd"),
+        Chart("training-operator", "training-operator", "https://github.com/kubeflow/trainer.git", "kubeflow",
+              "training-operator", path="manifests/overlays/standalone"),
     )
 }
 
@@ -76,3 +99,46 @@ def network_operator_image_tag(chart_version: str) -> str:
 
 def chart(key: str) -> Chart:
     return lookup(CHARTS, {}, key, "chart")
+
+
+# ------------------------------------------------------------------ key paths of each chart's values
+
+CHART_KEYS_DIR = Path(__file__).parent / "data" / "chart_keys"
+OPEN = "*"  # last segment of a line: any key below the path is accepted
+
+
+def join_key_path(parts: tuple[str, ...]) -> str:
+    """``("grafana", "grafana.ini")`` -> ``grafana.grafana\\.ini``: dots inside a key are escaped."""
+    return ".".join(p.replace("\\", "\\\\").replace(".", "\\.") for p in parts)
+
+
+def split_key_path(line: str) -> tuple[str, ...]:
+    parts, cur, escaped = [], [], False
+    for ch in line:
+        if escaped:
+            cur.append(ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == ".":
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur))
+    return tuple(parts)
+
+
+def chart_keys_file(key: str, version: str) -> Path:
+    return CHART_KEYS_DIR / f"{key}-{version}.txt"
+
+
+@cache
+def chart_keys(key: str, version: str) -> frozenset[tuple[str, ...]] | None:
+    """The key paths the values of chart ``key`` at ``version`` accept (a path ending in
+    :data:`OPEN` opens everything below it), or None when no list is committed for that version."""
+    path = chart_keys_file(key, version)
+    if not path.is_file():
+        return None
+    lines = (line.strip() for line in path.read_text().splitlines())
+    return frozenset(split_key_path(line) for line in lines if line and not line.startswith("#"))

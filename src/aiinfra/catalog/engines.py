@@ -1,35 +1,37 @@
-"""Serving engines: which command-line flags and features each pinned version has.
+"""Serving engines: which command-line flags, values and metrics each supported version has.
 
-Facts, with where they come from (vLLM's engine arguments ``vllm/engine/arg_utils.py`` and the
-pull requests named), so `aiinfra validate` can refuse a deployment that needs a flag its pinned
-image lacks, before a pod crash-loops on ``unrecognized arguments``.
+The tables are generated, not written by hand: ``scripts/engine_flags.py`` reads the released
+sources of every supported version (vLLM's sdists on PyPI, parsed with ``ast``; for TensorRT-LLM,
+whose source PyPI does not carry, the documented flags of the release with the page each came
+from) into ``data/engine_flags.json``, which names for every flag the version and the file (or page)
+it came from. ``aiinfra validate`` refuses a deployment that needs a flag, or a flag value, its
+pinned image lacks, before a pod crash-loops on ``unrecognized arguments``
+(:mod:`aiinfra.checks.serving`, :mod:`aiinfra.checks.engine_flags`). The notes below say why some
+flags matter; the versions that have them are the table's.
 
 vLLM (``vllm serve``, image ``vllm/vllm-openai:vX.Y.Z``):
 
-- Present in every version this table knows (0.6.0 and later): ``--model``,
-  ``--served-model-name``, ``--host``, ``--port``, ``--tensor-parallel-size``,
-  ``--pipeline-parallel-size``, ``--dtype`` (auto/half/float16/bfloat16), ``--kv-cache-dtype``
-  (auto/fp8/fp8_e4m3/fp8_e5m2), ``--max-model-len``, ``--gpu-memory-utilization``,
-  ``--max-num-seqs``, ``--quantization`` (awq, awq_marlin, gptq, gptq_marlin, fp8 ...),
-  ``--enable-prefix-caching``, ``--enable-chunked-prefill``, ``--distributed-executor-backend``
-  (ray, mp). The API key is read from ``--api-key`` or the ``VLLM_API_KEY`` environment variable
-  and guards the ``/v1`` routes; ``/health`` and ``/metrics`` stay open.
-- ``--no-enable-prefix-caching``: the flag became a BooleanOptionalAction when V1 made prefix
-  caching default-on (0.7.0).
-- Speculative decoding with a draft model: ``--speculative-model`` + ``--num-speculative-tokens``
-  (since 0.4.1, PR #3706); ``--speculative-config '<json>'`` replaced them (PR #14434, 0.8.0);
-  the old flags were removed in 0.8.3 (PR #15466). Draft-model speculation ran on the V0 engine
-  (from 0.8 the V1 default falls back to V0 for it); 0.11.0 removed V0 and its V1 engine refuses a
-  draft model ("Speculative decoding with draft model is not supported yet", still in 0.13.0).
-- Multi-node replicas: through Ray (``--distributed-executor-backend ray``) in every version;
-  without Ray, vLLM's multiprocessing executor across nodes, ``--nnodes --node-rank
-  --master-addr --master-port`` (+ ``--headless`` on the nodes that run no API server), came with
-  PR #23691 (first in 0.11.1). ``--headless`` itself arrived for multi-node data parallel in 0.9.0.
-- Metrics (Prometheus, ``/metrics`` on the API port): ``vllm:num_requests_waiting``,
-  ``vllm:num_requests_running``, ``vllm:time_to_first_token_seconds`` (histogram) in every version;
-  KV-cache usage (fraction 0-1) is ``vllm:gpu_cache_usage_perc`` up to 0.9, renamed
-  ``vllm:kv_cache_usage_perc`` (PR #18354, deprecated in 0.10: both emitted), the old name hidden in
-  0.11 and removed in 0.12 (PR #29330).
+- The server's own flags (``--model``, ``--tensor-parallel-size``, ``--dtype``, ``--kv-cache-dtype``,
+  ``--max-model-len``, ``--gpu-memory-utilization``, ``--max-num-seqs``, ``--quantization`` ...) are in
+  every version. vLLM's ``FlexibleArgumentParser`` reads ``--a_b`` as ``--a-b`` (vllm/utils.py to
+  0.9, vllm/utils/argparse_utils.py in 0.12). The API key is read from ``--api-key`` or the
+  ``VLLM_API_KEY`` environment variable and guards the ``/v1`` routes; ``/health`` and ``/metrics``
+  stay open.
+- ``--no-enable-prefix-caching``: prefix caching became a BooleanOptionalAction (0.6.5) before V1
+  made it default-on; with V1 it is the only way to turn caching off.
+- Speculative decoding with a draft model: ``--speculative-model`` + ``--num-speculative-tokens`` up
+  to 0.8.2; ``--speculative-config '<json>'`` from 0.8.2 (PR #14434), the old flags removed in 0.8.3
+  (PR #15466). Draft-model speculation ran on the V0 engine (from 0.8 the V1 default falls back to
+  V0 for it); 0.11.0 removed V0 and its V1 engine refuses a draft model ("Speculative decoding with
+  draft model is not supported yet", still in 0.13.0): the feature ``draft-model-speculation``.
+- Multi-node replicas: through Ray (``--distributed-executor-backend ray``) in every version; without
+  Ray, vLLM's multiprocessing executor across nodes, ``--nnodes --node-rank --master-addr
+  --master-port`` (+ ``--headless`` on the nodes that run no API server), came with PR #23691 (first
+  in 0.11.1). ``--headless`` itself arrived for multi-node data parallel in 0.9.0.
+- Metrics (Prometheus, ``/metrics`` on the API port), generated too (``metric:<name>`` features; a
+  counter named ``x`` is exported as ``x_total``): KV-cache usage (fraction 0-1) is
+  ``vllm:gpu_cache_usage_perc`` up to 0.10, ``vllm:kv_cache_usage_perc`` from 0.9.2 (PR #18354); the
+  old name is hidden in 0.11 (``--show-hidden-metrics-for-version``) and gone in 0.12 (PR #29330).
 
 TensorRT-LLM (``nvcr.io/nvidia/tensorrt-llm/release:X.Y.Z``): an engine is built in two steps,
 checkpoint conversion with the parallel layout and quantization (``examples/<family>/
@@ -43,30 +45,56 @@ iteration statistics, not the Prometheus text format, and it has no API-key opti
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiinfra.catalog.versions import version_tuple
 
 Version = tuple[int, ...]
 
+#: Generated by scripts/engine_flags.py; tests/serving/test_engine_flags.py keeps it equal to the sources.
+FLAG_TABLE = Path(__file__).resolve().parent / "data" / "engine_flags.json"
+
+
+def format_version(version: Version) -> str:
+    return ".".join(map(str, version))
+
 
 @dataclass(frozen=True)
 class FlagSpan:
-    """A flag (or feature) exists from ``since`` up to, not including, ``until`` (None: still there)."""
+    """The versions of an engine's table that have a flag (or feature). A version between two of the
+    table's is judged by the older one; ``note`` says why it matters."""
 
-    since: str
-    until: str | None = None
+    versions: frozenset[Version]
+    known: tuple[Version, ...] = field(repr=False)  # every version the table describes, sorted
     note: str = ""
 
     def has(self, version: Version) -> bool:
-        if version < version_tuple(self.since):
-            return False
-        return self.until is None or version < version_tuple(self.until)
+        older = [v for v in self.known if v <= version]
+        return bool(older) and older[-1] in self.versions
 
     def describe(self) -> str:
-        span = f">= {self.since}" if self.until is None else f"{self.since} to before {self.until}"
-        return span + (f" ({self.note})" if self.note else "")
+        runs: list[list[Version]] = []
+        for v in self.known:
+            if v in self.versions:
+                if runs and runs[-1][-1] == self.known[self.known.index(v) - 1]:
+                    runs[-1].append(v)
+                else:
+                    runs.append([v])
+        text = ", ".join(format_version(r[0]) if len(r) == 1 else f"{format_version(r[0])} to {format_version(r[-1])}"
+                         for r in runs) or "no version of the table"
+        return f"in {text}" + (f" ({self.note})" if self.note else "")
+
+
+@dataclass(frozen=True)
+class FlagFact:
+    """One flag at one version, as the generated table records it."""
+
+    takes_value: bool | str  # True, False, or "optional"
+    choices: tuple[str, ...] | None
+    source: str  # the file of the release (vLLM sdist) or the page (TensorRT-LLM) it came from
 
 
 @dataclass(frozen=True)
@@ -74,70 +102,162 @@ class Engine:
     name: str  # blueprint value of ServingDeployment.engine
     title: str
     image_repositories: tuple[str, ...]  # image names whose tag is the engine version
-    oldest: str  # oldest version the table describes
-    newest_minor: str  # newest major.minor the table describes (patch releases of it are accepted)
-    flags: dict[str, FlagSpan]
-    features: dict[str, FlagSpan]
+    server_command: str  # the command of the generated table that runs the server
     port: int
     health_path: str
     metrics_path: str | None  # Prometheus text-format metrics; None: none
     api_key_env: str | None
     non_root: bool  # the image runs as an arbitrary non-root UID given a writable HOME and caches
+    dashes_for_underscores: bool = False  # the parser reads --a_b as --a-b
+    notes: dict[str, str] = field(default_factory=dict)  # why a flag matters
+    behaviours: dict[str, tuple[str, str | None, str]] = field(default_factory=dict)  # feature: since, until, note
+
+    @property
+    def _table(self) -> dict:
+        return _TABLE["engines"][self.name]
+
+    @property
+    def versions(self) -> tuple[Version, ...]:
+        return _known(self.name)
+
+    @property
+    def oldest(self) -> str:
+        return format_version(self.versions[0])
+
+    @property
+    def newest_minor(self) -> str:
+        return format_version(self.versions[-1][:2])
 
     def knows(self, version: Version) -> bool:
-        return version_tuple(self.oldest) <= version and version[:2] <= version_tuple(self.newest_minor)[:2]
+        """The table has this very version (a release it was generated from)."""
+        return version in self.versions
+
+    @property
+    def commands(self) -> dict[str, dict[str, FlagSpan]]:
+        return _spans(self.name)
+
+    @property
+    def flags(self) -> dict[str, FlagSpan]:
+        """The server command's flags, each with the versions that have it."""
+        return self.commands[self.server_command]
+
+    @property
+    def features(self) -> dict[str, FlagSpan]:
+        """Behaviours (hand-written, with their sources) and ``metric:<name>`` of the Prometheus
+        metrics a version exports by default (generated)."""
+        return _features(self.name)
+
+    def flag_name(self, flag: str) -> str:
+        name, _, _ = flag.partition("=")
+        if self.dashes_for_underscores and name.startswith("--"):
+            name = "--" + name[2:].replace("_", "-")
+        return name
+
+    def fact(self, version: Version, flag: str, command: str | None = None) -> FlagFact | None:
+        """What the table says of ``flag`` at ``version`` (None: the version lacks it)."""
+        for span in self._table["commands"][command or self.server_command].get(self.flag_name(flag), ()):
+            if version_tuple(span["from"]) <= version <= version_tuple(span["to"]) and version in self.versions:
+                choices = span.get("choices")
+                return FlagFact(span["value"], tuple(choices) if choices else None,
+                                span.get("file") or span.get("page", ""))
+        return None
+
+    def flag_names(self, version: Version, command: str | None = None) -> list[str]:
+        spans = self.commands[command or self.server_command]
+        return sorted(f for f, s in spans.items() if version in s.versions)
+
+    def metric_spans(self) -> dict[str, list[dict]]:
+        """Metric name -> its spans (from, to, type, hidden, files), as generated."""
+        return self._table["metrics"]
+
+    def metric(self, version: Version, name: str) -> dict | None:
+        """The metric (type, files, hidden) behind an exported series name at ``version``: a
+        histogram's ``_bucket``/``_sum``/``_count`` and a counter's ``_total`` are its series."""
+        table = self._table["metrics"]
+        candidates = [name] + [name[: -len(s)] for s in ("_bucket", "_sum", "_count", "_total") if name.endswith(s)]
+        for base in candidates:
+            for span in table.get(base, ()):
+                if version in self.versions and version_tuple(span["from"]) <= version <= version_tuple(span["to"]):
+                    series_ok = base == name or (span["type"] == "histogram" and name != base + "_total") or (
+                        span["type"] == "counter" and name == base + "_total")
+                    if series_ok:
+                        return span
+        return None
 
 
-_ALWAYS = "0.6.0"
+_TABLE: dict = json.loads(FLAG_TABLE.read_text())
+
+
+def _known(name: str) -> tuple[Version, ...]:
+    return tuple(sorted(version_tuple(v) for v in _TABLE["engines"][name]["versions"]))
+
+
+def _versions_of(spans: list[dict], known: tuple[Version, ...], keep=lambda span: True) -> frozenset[Version]:
+    out = set()
+    for span in spans:
+        if keep(span):
+            lo, hi = version_tuple(span["from"]), version_tuple(span["to"])
+            out |= {v for v in known if lo <= v <= hi}
+    return frozenset(out)
+
+
+_SPANS: dict[str, dict[str, dict[str, FlagSpan]]] = {}
+_FEATURES: dict[str, dict[str, FlagSpan]] = {}
+
+
+def _spans(name: str) -> dict[str, dict[str, FlagSpan]]:
+    if name not in _SPANS:
+        known, notes = _known(name), ENGINES[name].notes
+        _SPANS[name] = {cmd: {f: FlagSpan(_versions_of(s, known), known, notes.get(f, "")) for f, s in flags.items()}
+                        for cmd, flags in _TABLE["engines"][name]["commands"].items()}
+    return _SPANS[name]
+
+
+def _features(name: str) -> dict[str, FlagSpan]:
+    if name not in _FEATURES:
+        e, known = ENGINES[name], _known(name)
+        out = {f"metric:{m}": FlagSpan(_versions_of(s, known, lambda span: not span["hidden"]), known)
+               for m, s in _TABLE["engines"][name]["metrics"].items()}
+        for feature, (since, until, note) in e.behaviours.items():
+            lo, hi = version_tuple(since), version_tuple(until) if until else None
+            out[feature] = FlagSpan(frozenset(v for v in known if lo <= v and (hi is None or v < hi)), known, note)
+        _FEATURES[name] = out
+    return _FEATURES[name]
+
 
 VLLM = Engine(
     name="vllm",
     title="vLLM",
     image_repositories=("vllm/vllm-openai", "docker.io/vllm/vllm-openai"),
-    oldest=_ALWAYS,
-    newest_minor="0.12",
-    flags={
-        **{f: FlagSpan(_ALWAYS) for f in (
-            "--model", "--served-model-name", "--host", "--port", "--tensor-parallel-size",
-            "--pipeline-parallel-size", "--dtype", "--kv-cache-dtype", "--max-model-len",
-            "--gpu-memory-utilization", "--max-num-seqs", "--quantization", "--enable-prefix-caching",
-            "--enable-chunked-prefill", "--distributed-executor-backend", "--disable-log-requests",
-        )},
-        "--no-enable-prefix-caching": FlagSpan("0.7.0", note="BooleanOptionalAction with V1's default-on caching"),
-        "--speculative-model": FlagSpan("0.4.1", "0.8.3", "replaced by --speculative-config, PR #15466"),
-        "--num-speculative-tokens": FlagSpan("0.4.1", "0.8.3", "replaced by --speculative-config, PR #15466"),
-        "--speculative-config": FlagSpan("0.8.0", note="JSON, PR #14434"),
-        "--nnodes": FlagSpan("0.11.1", note="multiprocessing executor across nodes, PR #23691"),
-        "--node-rank": FlagSpan("0.11.1", note="PR #23691"),
-        "--master-addr": FlagSpan("0.11.1", note="PR #23691"),
-        "--master-port": FlagSpan("0.11.1", note="PR #23691"),
-        "--headless": FlagSpan("0.9.0", note="nodes without an API server"),
-    },
-    features={
-        "draft-model-speculation": FlagSpan(
-            "0.4.1", "0.11.0", "V0 engine only; 0.11.0 removed V0 and V1 refuses a draft model"
-        ),
-        "metric:vllm:gpu_cache_usage_perc": FlagSpan(_ALWAYS, "0.11.0", "hidden in 0.11, removed in 0.12"),
-        "metric:vllm:kv_cache_usage_perc": FlagSpan("0.10.0", note="PR #18354"),
-    },
+    server_command="vllm serve",
     port=8000,
     health_path="/health",
     metrics_path="/metrics",
     api_key_env="VLLM_API_KEY",
     non_root=True,
+    dashes_for_underscores=True,
+    notes={
+        "--no-enable-prefix-caching": "the way to turn off V1's default-on prefix caching",
+        "--speculative-model": "replaced by --speculative-config, PR #15466",
+        "--num-speculative-tokens": "replaced by --speculative-config, PR #15466",
+        "--speculative-config": "JSON, PR #14434",
+        "--nnodes": "multiprocessing executor across nodes, PR #23691",
+        "--node-rank": "PR #23691",
+        "--master-addr": "PR #23691",
+        "--master-port": "PR #23691",
+        "--headless": "nodes without an API server",
+    },
+    behaviours={
+        "draft-model-speculation": (
+            "0.4.1", "0.11.0", "V0 engine only; 0.11.0 removed V0 and V1 refuses a draft model"),
+    },
 )
 
 TENSORRT_LLM = Engine(
     name="tensorrt-llm",
     title="TensorRT-LLM",
     image_repositories=("nvcr.io/nvidia/tensorrt-llm/release",),
-    oldest="0.17.0",
-    newest_minor="0.20",
-    flags={f: FlagSpan("0.17.0") for f in (
-        "--tokenizer", "--host", "--port", "--tp_size", "--pp_size", "--max_batch_size", "--max_seq_len",
-        "--max_num_tokens", "--kv_cache_free_gpu_memory_fraction",
-    )},
-    features={},
+    server_command="trtllm-serve",
     port=8000,
     health_path="/health",
     metrics_path=None,
@@ -147,25 +267,47 @@ TENSORRT_LLM = Engine(
 
 ENGINES: dict[str, Engine] = {e.name: e for e in (VLLM, TENSORRT_LLM)}
 
-#: Blueprint quantization -> vLLM --quantization. Marlin kernels need compute capability 8.0+
-#: (Ampere, Hopper); given the plain method vLLM would keep the slower kernel. int8 (W8A8)
-#: checkpoints carry their compressed-tensors config: vLLM reads it, no flag.
-VLLM_QUANTIZATION: dict[str, tuple[str | None, str | None]] = {
-    # format: (cc >= 8.0, older GPUs)
-    "none": (None, None),
-    "bf16": (None, None),
-    "fp16": (None, None),
-    "awq-int4": ("awq_marlin", "awq"),
-    "gptq-int4": ("gptq_marlin", "gptq"),
-    "fp8": ("fp8", "fp8"),
-    "int8": (None, None),
+#: Blueprint quantization -> vLLM ``--quantization`` for a 16-bit checkpoint that vLLM quantizes while
+#: loading it. Only FP8 can be (dynamic per-tensor scales, ``Fp8Config`` of
+#: ``vllm/model_executor/layers/quantization/fp8.py``); AWQ, GPTQ and W8A8 weights come pre-quantized.
+#: A pre-quantized checkpoint gets no ``--quantization``: vLLM takes ``quant_method`` from its
+#: config.json (``quantization_config``) and picks the kernel itself (``awq`` -> ``awq_marlin``, ``gptq``
+#: -> ``gptq_marlin`` on compute capability >= 8.0, through ``override_quantization_method`` of
+#: ``awq_marlin.py`` / ``gptq_marlin.py``), and it refuses a flag that disagrees with the checkpoint
+#: ("Quantization method specified in the model config (...) does not match ...",
+#: ``ModelConfig._verify_quantization``: vllm/config.py in 0.8.5, vllm/config/model.py in 0.12.0).
+VLLM_ONLINE_QUANTIZATION: dict[str, str] = {"fp8": "fp8"}
+
+#: ``quantization_config.quant_method`` of a pre-quantized checkpoint (vLLM's QuantizationMethods names,
+#: vllm/model_executor/layers/quantization/__init__.py, 0.8.5 and 0.12.0) -> the blueprint quantization
+#: formats its weights can be. fbgemm_fp8: Meta's FP8 releases of Llama 3.1; modelopt: NVIDIA ModelOpt
+#: FP8; compressed-tensors: llm-compressor's W8A8 (FP8 or INT8, the scheme is in its config_groups).
+CHECKPOINT_QUANT_METHODS: dict[str, tuple[str, ...]] = {
+    "fp8": ("fp8",),
+    "fbgemm_fp8": ("fp8",),
+    "modelopt": ("fp8",),
+    "compressed-tensors": ("fp8", "int8"),
+    "awq": ("awq-int4",),
+    "gptq": ("gptq-int4",),
 }
+
+#: Formats vLLM cannot make while loading: the checkpoint is pre-quantized, with this quant_method
+#: unless the blueprint names another (``checkpoint_quantization``).
+PREQUANTIZED_ONLY: dict[str, str] = {"awq-int4": "awq", "gptq-int4": "gptq", "int8": "compressed-tensors"}
 
 VLLM_DTYPE = {"bf16": "bfloat16", "fp16": "float16"}
 
 #: Blueprint quantization -> TensorRT-LLM quantize.py --qformat (None: convert_checkpoint.py, no
 #: quantization). GPTQ checkpoints need a separate conversion path that is not rendered.
 TRTLLM_QFORMAT: dict[str, str | None] = {"none": None, "fp8": "fp8", "awq-int4": "int4_awq", "int8": "int8_sq"}
+
+#: quantize.py's calibration data: ``--calib_dataset`` ("the huggingface dataset name or the local
+#: directory of the dataset for calibration"; default ``cnn_dailymail``, fetched from the Hugging Face
+#: Hub) in TensorRT-LLM's examples/quantization/quantize.py; a local directory is read by
+#: ``get_calib_dataloader`` (tensorrt_llm/quantization/quantize_by_modelopt.py) as
+#: ``load_dataset(dir, split="train")["text"]``. Calibration runs for every --qformat but
+#: full_prec, and for an FP8 KV cache.
+TRTLLM_CALIB_FLAG = "--calib_dataset"
 
 
 def engine(name: str) -> Engine:
@@ -184,10 +326,6 @@ def image_version(image: str) -> Version | None:
         return None
 
 
-def format_version(version: Version) -> str:
-    return ".".join(map(str, version))
-
-
 def missing(engine_: Engine, version: Version, names: list[str]) -> list[tuple[str, FlagSpan | None]]:
     """The flags or features among ``names`` that ``version`` lacks, with their span (None: unknown)."""
     out = []
@@ -199,7 +337,8 @@ def missing(engine_: Engine, version: Version, names: list[str]) -> list[tuple[s
 
 
 def kv_cache_usage_metric(version: Version) -> str:
-    """vLLM's KV-cache usage gauge (0-1) under the name the pinned version emits by default."""
+    """vLLM's KV-cache usage gauge (0-1) under the name the pinned version emits by default (the
+    new name where both are exported)."""
     if VLLM.features["metric:vllm:kv_cache_usage_perc"].has(version):
         return "vllm:kv_cache_usage_perc"
     return "vllm:gpu_cache_usage_perc"

@@ -16,6 +16,9 @@ One place, so the platform (device plugins, node labels), training and serving a
 from __future__ import annotations
 
 GPU_RESOURCE = "nvidia.com/gpu"
+# GPU nodes repel pods that do not ask for GPUs; the operators' daemonsets and Kueue's flavors tolerate it.
+GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+GPU_TOLERATION = {"key": GPU_TAINT["key"], "operator": "Exists", "effect": GPU_TAINT["effect"]}
 RDMA_SHARED_DEVICE_RESOURCE = "rdma/rdma_shared_device_a"
 LUSTRE_PVC = "lustre"
 
@@ -37,7 +40,12 @@ NODE_HEALTH_DRAIN_STATE = "drain"
 NODECHECK_IMAGE_KEY = "nodecheck"
 NODE_HEALTH_NAMESPACE = "kube-system"
 
-# Training workloads (aiinfra.render.jobs): the namespace PyTorchJobs run in and the Kueue LocalQueue
-# they name with the kueue.x-k8s.io/queue-name label (the platform's Kueue objects create it there).
+# Training workloads (aiinfra.render.jobs): the namespace PyTorchJobs run in; their LocalQueue is
+# local_queue(TRAINING_NAMESPACE).
 TRAINING_NAMESPACE = "aiinfra-training"
-TRAINING_QUEUE = "training"
+
+
+def local_queue(namespace: str) -> str:
+    """The Kueue LocalQueue (and ClusterQueue) of a workload namespace: its name without ``aiinfra-``
+    (``aiinfra-serving`` -> ``serving``); workloads name it in the ``kueue.x-k8s.io/queue-name`` label."""
+    return namespace.removeprefix("aiinfra-")

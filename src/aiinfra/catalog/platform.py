@@ -9,6 +9,12 @@ from dataclasses import dataclass
 
 from aiinfra.catalog.k8s_resources import NODE_HEALTH_NAMESPACE
 
+# The DCGM exporter's metrics ConfigMap: the GPU Operator's values name it, the gpu-operator
+# component renders it (the fields it lists are the monitoring renderer's DCGM_FIELDS).
+DCGM_CONFIGMAP = "dcgm-metrics"
+DCGM_CSV_KEY = "dcgm-metrics.csv"
+DCGM_COLLECTORS_PATH = f"/etc/dcgm-exporter/{DCGM_CSV_KEY}"
+
 
 @dataclass(frozen=True)
 class ComponentSpec:
@@ -23,6 +29,10 @@ class ComponentSpec:
 COMPONENTS: tuple[ComponentSpec, ...] = (
     ComponentSpec("namespaces", "aiinfra:k8s:Namespaces", "default", None, (),
                   "namespaces with Pod Security labels; default-deny NetworkPolicies in workload namespaces"),
+    # installed once by hand from its chart (the helm line in k8s/argocd/values.yaml), then this
+    # component's Application keeps Argo CD itself at the pinned chart (docs/kubernetes.md)
+    ComponentSpec("argocd", "aiinfra:k8s:ArgoCd", "argocd", "argo-cd", ("namespaces",),
+                  "Argo CD: syncs gitops/ (the app of apps) and manages its own release"),
     ComponentSpec("monitoring", "aiinfra:k8s:Monitoring", "monitoring", "kube-prometheus-stack", ("namespaces",),
                   "Prometheus, Alertmanager, Grafana; DCGM exporter ServiceMonitor; GPU Xid/ECC/thermal alerts"),
     ComponentSpec("gpu-operator", "aiinfra:k8s:GpuOperator", "gpu-operator", "gpu-operator",
@@ -37,6 +47,8 @@ COMPONENTS: tuple[ComponentSpec, ...] = (
                   "Kueue: GPU flavors, quotas, fabric topology for topology-aware placement"),
     ComponentSpec("keda", "aiinfra:k8s:Keda", "keda", "keda", ("namespaces",),
                   "KEDA: event-driven autoscaling of serving deployments"),
+    ComponentSpec("training-operator", "aiinfra:k8s:TrainingOperator", "kubeflow", "training-operator",
+                  ("namespaces",), "Kubeflow training-operator: runs the rendered PyTorchJobs (kubeflow.org/v1)"),
     ComponentSpec("node-health", "aiinfra:k8s:NodeHealth", NODE_HEALTH_NAMESPACE, None, ("namespaces",),
                   "the node health check on GPU nodes: node condition, drain taint and reason, as Slurm's"),
 )

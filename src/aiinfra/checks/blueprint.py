@@ -12,6 +12,7 @@ from ClusterShell.NodeSet import NodeSet
 
 from aiinfra.catalog.gpus import GPU_ALIASES, GPUS
 from aiinfra.catalog.links import LINK_RATES, link_rate
+from aiinfra.catalog.monitoring import check_exporters
 from aiinfra.catalog.names import suggest
 from aiinfra.catalog.versions import VERSION_FORMATS, check_format, check_versions
 from aiinfra.checks.registry import BlueprintView, error, validator, warning
@@ -389,7 +390,8 @@ def versions_compatible(v: BlueprintView) -> Iterator[Problem]:
             versions[key] = None  # compatibility rules never read a malformed version
             yield error(("versions", key), "bad-version", why,
                         f"pin the exact release, e.g. {key}: {VERSION_FORMATS[key][1]}")
-    for hit in check_versions(versions):
+    exporters = versions.get("exporters")
+    for hit in check_versions(versions) + (check_exporters(exporters) if isinstance(exporters, dict) else []):
         yield error(("versions", hit.fields[0]), hit.rule, hit.message, "pin compatible versions")
     for key in ("slurm", "kubernetes"):
         text = versions.get(key)

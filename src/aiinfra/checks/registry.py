@@ -77,6 +77,7 @@ KNOWN_WARNINGS = {
     "plan-serving-capacity", "plan-power-budget", "plan-spares-short", "train-checkpoint-outside-lustre",
     "train-no-spare",
     "secret-in-url", "secret-token", "secret-key-material", "serving-egress-anywhere", "serving-no-auth",
+    "gitops-repo-placeholder",
 }
 
 

@@ -1,7 +1,8 @@
 """Serving preflight beyond the planner's arithmetic (``cluster`` phase): the pinned engine version
 has every flag a deployment needs, multi-node replicas take whole nodes inside one SU, the
-checkpoint can be read (and staged), all replicas fit their node group, and the API is not open
-without a key nor its egress open to anywhere. It reads the
+checkpoint can be read (and staged) and its own quantization agrees with the blueprint's, a
+TensorRT-LLM build has local calibration data, all replicas fit their node group, and the API is
+not open without a key (or the gateway's authentication) nor its egress open to anywhere. It reads the
 deployments as the plan resolved them (:mod:`aiinfra.plan.deployments`), so what is checked is
 exactly what is rendered."""
 
@@ -24,7 +25,10 @@ from aiinfra.spec.cluster import Cluster
 from aiinfra.spec.models import ServingDeployment
 
 SERVING_ERRORS = {"serving-engine-version", "serving-engine-flag", "serving-layout", "serving-weights",
-                  "serving-over-capacity", "serving-autoscaling", "serving-api-key-unsupported"}
+                  "serving-over-capacity", "serving-autoscaling", "serving-api-key-unsupported",
+                  "serving-checkpoint-quantization", "serving-calibration", "serving-name"}
+#: Longest Service name (an RFC 1035 label, which Kubernetes requires of Service names).
+SERVICE_NAME_MAX = 63
 #: An egress CIDR this wide (a /8 is 16.7 M addresses; /0 is every address) lets the server send to
 #: practically anywhere: ``serving-egress-anywhere``.
 EGRESS_ANYWHERE_PREFIX = 8
@@ -45,9 +49,12 @@ def check_serving(cluster: Cluster, plan: ClusterPlan) -> list[Problem]:
         problems += _check_engine(cluster, s)
         problems += _check_layout(s)
         problems += _check_weights(cluster, s)
+        problems += _check_checkpoint_quantization(s)
+        problems += _check_calibration(s)
         problems += _check_autoscaling(s)
         problems += _check_exposure(s)
     problems += _check_capacity(cluster, specs)
+    problems += _check_service_names(specs)
     return problems
 
 
@@ -174,6 +181,52 @@ def _check_weights(cluster: Cluster, s: ResolvedDeployment) -> list[Problem]:
     return out
 
 
+def _check_checkpoint_quantization(s: ResolvedDeployment) -> list[Problem]:
+    """A pre-quantized checkpoint's own method must store the format the blueprint plans for (vLLM takes
+    the method from the checkpoint, the planner sizes the weights from ``quantization``)."""
+    d, method = s.dep, s.checkpoint_quantization
+    key = ("checkpoint_quantization",)
+    if d.checkpoint_quantization is not None and s.engine.name == "tensorrt-llm":
+        return [_err(s, key, "serving-checkpoint-quantization",
+                     "the TensorRT-LLM engine build quantizes a 16-bit checkpoint (quantize.py --qformat); it does "
+                     f"not start from one already quantized ({d.checkpoint_quantization})",
+                     "point weights_path at the 16-bit checkpoint and remove checkpoint_quantization, or use engine: vllm")]
+    if method is None:
+        return []
+    formats = eng.CHECKPOINT_QUANT_METHODS.get(method)
+    if formats is None:
+        return [_err(s, key, "serving-checkpoint-quantization",
+                     f"'{method}' is not a checkpoint quant_method aiinfra knows",
+                     f"give the quantization_config.quant_method of the checkpoint's config.json: one of "
+                     f"{', '.join(sorted(eng.CHECKPOINT_QUANT_METHODS))}")]
+    if d.quantization not in formats:
+        return [_err(s, ("quantization",), "serving-checkpoint-quantization",
+                     f"quantization: {d.quantization} disagrees with the checkpoint, whose quant_method {method} stores "
+                     f"{' or '.join(formats)} weights: vLLM serves what the checkpoint holds, the plan would size "
+                     f"{d.quantization}", f"set quantization: {formats[0]}, or point weights_path at a "
+                     f"{d.quantization} checkpoint (and set checkpoint_quantization to its quant_method)")]
+    return []
+
+
+def _check_calibration(s: ResolvedDeployment) -> list[Problem]:
+    """TensorRT-LLM's engine build calibrates offline: it needs calibration data on Lustre."""
+    d = s.dep
+    if not s.calibrates:
+        return []
+    if d.calibration_dataset is None:
+        return [_err(s, ("calibration_dataset",), "serving-calibration",
+                     f"the engine build quantizes ({d.quantization}, KV cache {d.kv_cache_dtype}) and calibrates, but no "
+                     "calibration_dataset is given: quantize.py would fetch cnn_dailymail from the Hugging Face Hub, "
+                     "and the Job runs offline (HF_HUB_OFFLINE=1)",
+                     f"copy a Hugging Face dataset (train split, 'text' column) below {s.lustre_mount} and set "
+                     "calibration_dataset to its directory")]
+    if not (d.calibration_dataset + "/").startswith(s.lustre_mount + "/"):
+        return [_err(s, ("calibration_dataset",), "serving-calibration",
+                     f"{d.calibration_dataset} is not below the Lustre mount point {s.lustre_mount}, the only "
+                     "file system the build Job mounts", f"give a directory below {s.lustre_mount}")]
+    return []
+
+
 def _check_autoscaling(s: ResolvedDeployment) -> list[Problem]:
     d = s.dep
     out = []
@@ -211,12 +264,29 @@ def _check_exposure(s: ResolvedDeployment) -> list[Problem]:
                         f"'{d.api_key_secret}' would not be used and the API would answer without a key",
                         "remove api_key_secret and authenticate in front of the server (the gateway in "
                         "gateway_namespace), or use engine: vllm, which takes the key from the Secret"))
-    elif d.gateway_namespace:
+    elif d.gateway_namespace and not d.gateway_auth:
         out.append(warning(s.path + ("gateway_namespace",), "serving-no-auth",
                            f"the {serve} server has no API-key option: every pod in namespace "
                            f"'{d.gateway_namespace}' may call this API without credentials",
-                           f"authenticate at the gateway in '{d.gateway_namespace}' (then silence serving-no-auth), "
-                           "or use engine: vllm with api_key_secret"))
+                           f"authenticate at the gateway in '{d.gateway_namespace}' and declare it with "
+                           "gateway_auth: true, or use engine: vllm with api_key_secret"))
+    return out
+
+
+def _check_service_names(specs: list[ResolvedDeployment]) -> list[Problem]:
+    """The client Service ``<name>-api`` must be a valid Service name and not a Service LWS creates for
+    another deployment (a LeaderWorkerSet's headless Service has the LeaderWorkerSet's name)."""
+    names = {s.name for s in specs}
+    out = []
+    for s in specs:
+        if len(s.service_name) > SERVICE_NAME_MAX:
+            out.append(_err(s, ("name",), "serving-name",
+                            f"the client Service '{s.service_name}' is longer than {SERVICE_NAME_MAX} characters",
+                            f"shorten the name to at most {SERVICE_NAME_MAX - len(s.service_name) + len(s.name)}"))
+        elif s.service_name in names:
+            out.append(_err(s, ("name",), "serving-name",
+                            f"the client Service '{s.service_name}' has the name of another deployment, whose "
+                            "LeaderWorkerSet or Service would take it", "rename one of the two deployments"))
     return out
 
 

@@ -4,7 +4,9 @@
 Everything comes from the render, in memory (never from manifests/ on disk): each component's
 objects are the documents its kustomization lists, applied as one ``kubernetes:yaml/v2:ConfigGroup``;
 its chart is a ``kubernetes:helm.sh/v3:Release`` at the version pinned in ``versions.charts`` with
-the rendered ``values.yaml``. A component waits for the components it comes after (namespaces,
+the rendered ``values.yaml``; a component installed from a kustomize folder of its project's
+repository (the Kubeflow training-operator) is a ``kubernetes:kustomize/v2:Directory`` of that folder
+at the pinned tag. A component waits for the components it comes after (namespaces,
 CRDs of monitoring, ...), and inside it the objects wait for the chart that brings their CRDs and
 operator. The resource count depends on the components, not on the nodes: node labels are the
 host layer's, so 4,096 GPUs add no resource here.
@@ -54,6 +56,7 @@ class PlatformArgs:
     namespace: str
     chart: ChartRelease | None
     objects: list[dict[str, Any]]
+    kustomize: str | None = None  # URL of a kustomize folder at a pinned tag, instead of a chart
     depends_on: list[pulumi.Resource] = field(default_factory=list)
 
     @property
@@ -62,13 +65,14 @@ class PlatformArgs:
 
 
 class PlatformComponent(pulumi.ComponentResource):
-    """A chart (optional) and the objects that need it, in that order."""
+    """A chart or a kustomize folder (optional) and the objects that need it, in that order."""
 
     TYPE = "aiinfra:k8s:Component"
 
     def __init__(self, name: str, args: PlatformArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(self.TYPE, name, None, opts)
         from pulumi_kubernetes.helm.v3 import Release, ReleaseArgs, RepositoryOptsArgs
+        from pulumi_kubernetes.kustomize.v2 import Directory
         from pulumi_kubernetes.yaml.v2 import ConfigGroup
 
         self.args = args
@@ -92,6 +96,9 @@ class PlatformComponent(pulumi.ComponentResource):
                 ),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
             )
+        if args.kustomize is not None:
+            self.release = Directory(f"{name}-kustomize", directory=args.kustomize,
+                                     opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)))
         if args.objects:
             needs = [*args.depends_on, *([self.release] if self.release is not None else [])]
             self.objects = ConfigGroup(
@@ -140,9 +147,17 @@ class NodeHealth(PlatformComponent):
     TYPE = "aiinfra:k8s:NodeHealth"
 
 
+class ArgoCd(PlatformComponent):
+    TYPE = "aiinfra:k8s:ArgoCd"
+
+
+class TrainingOperator(PlatformComponent):
+    TYPE = "aiinfra:k8s:TrainingOperator"
+
+
 CLASSES: dict[str, type[PlatformComponent]] = {
     cls.TYPE: cls for cls in (Namespaces, Monitoring, GpuOperator, NetworkOperator, LustreStorage,
-                              LeaderWorkerSet, Kueue, Keda, NodeHealth)
+                              LeaderWorkerSet, Kueue, Keda, NodeHealth, ArgoCd, TrainingOperator)
 }
 
 
@@ -160,8 +175,10 @@ def component_args(cluster: Cluster, spec: ComponentSpec, files: dict[str, str])
     """The objects the folder's kustomization lists (in its order) and the chart with its values."""
     listed = yaml.safe_load(files["kustomization.yaml"]).get("resources") or []
     objects = [doc for f in listed for doc in yaml.safe_load_all(files[f]) if isinstance(doc, dict) and "kind" in doc]
-    release = None
-    if spec.chart:
+    release, kustomize = None, None
+    if spec.chart and chart(spec.chart).is_kustomize:
+        kustomize = chart(spec.chart).kustomize_url(cluster.blueprint.versions.charts[spec.chart])
+    elif spec.chart:
         c = chart(spec.chart)
         release = ChartRelease(
             key=c.key,
@@ -172,7 +189,7 @@ def component_args(cluster: Cluster, spec: ComponentSpec, files: dict[str, str])
             namespace=c.namespace,
             values=yaml.safe_load(files[VALUES_FILE]) or {},
         )
-    return PlatformArgs(name=spec.name, namespace=spec.namespace, chart=release, objects=objects)
+    return PlatformArgs(name=spec.name, namespace=spec.namespace, chart=release, objects=objects, kustomize=kustomize)
 
 
 def kubernetes_provider() -> pulumi.ProviderResource | None:

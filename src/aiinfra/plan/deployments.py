@@ -91,12 +91,35 @@ class ResolvedDeployment:
         return self.dep.served_model_name or self.dep.name
 
     @property
+    def service_name(self) -> str:
+        """The client Service: everything that addresses the API (ServiceMonitor target label, KEDA
+        queries, alerts, Pulumi's service_url, gateway routes) takes the name from here. Not the
+        deployment's own name: a LeaderWorkerSet creates a headless Service of its own name for leader
+        addressing (LWS v0.10.0, pkg/controllers/leaderworkerset_controller.go reconcileHeadlessServices;
+        ``<name>-<index>`` per replica with subdomainPolicy UniquePerReplica, pod_controller.go)."""
+        return f"{self.dep.name}-api"
+
+    @property
     def api_key_secret(self) -> str:
         return self.dep.api_key_secret or f"{self.dep.name}-api-key"
 
     @property
     def kind(self) -> str:
         return "LeaderWorkerSet" if self.multi_node else "Deployment"
+
+    @property
+    def checkpoint_quantization(self) -> str | None:
+        """``quant_method`` of the checkpoint when it is pre-quantized (vLLM reads it from config.json);
+        None: 16-bit weights (TensorRT-LLM's engine build always starts from them)."""
+        if self.dep.checkpoint_quantization is not None:
+            return self.dep.checkpoint_quantization
+        return eng.PREQUANTIZED_ONLY.get(self.dep.quantization) if self.engine.name == "vllm" else None
+
+    @property
+    def calibrates(self) -> bool:
+        """TensorRT-LLM: the engine build's quantize.py calibrates (every format but 16-bit, FP8 KV cache)."""
+        return self.engine.name == "tensorrt-llm" and (
+            eng.TRTLLM_QFORMAT.get(self.dep.quantization) is not None or self.dep.kv_cache_dtype == "fp8")
 
     @property
     def path(self) -> tuple:
@@ -115,17 +138,19 @@ class ResolvedDeployment:
             "gpus_per_replica": self.plan.gpus_per_replica, "nodes_per_replica": self.nodes_per_replica,
             "gpus_per_pod": self.gpus_per_pod, "replicas": self.replicas, "min_replicas": self.min_replicas,
             "max_replicas": self.max_replicas, "weights_dir": self.weights_dir, "nccl": dict(self.nccl),
-            "args": flatten(vllm_args(self) if self.engine.name == "vllm" else trtllm_serve_args(self)),
-            "worker_args": flatten(vllm_worker_args(self)) if multi_mp else None,
+            "args": vllm_serve_argv(self) if self.engine.name == "vllm" else trtllm_serve_argv(self),
+            "worker_args": vllm_serve_argv(self, "worker") if multi_mp else None,
         }
 
     @property
     def engine_dir(self) -> str:
         """TensorRT-LLM: where the build Job writes the engine, keyed by what shapes it."""
-        key = json.dumps([self.dep.model, self.plan.tp, self.plan.pp, self.dep.quantization, self.dep.dtype,
-                          self.dep.kv_cache_dtype, self.dep.max_model_len, self.plan.request.max_num_seqs,
-                          self.image], sort_keys=True)
-        return f"{self.lustre_mount}/engines/{self.dep.name}/{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+        shape = [self.dep.model, self.plan.tp, self.plan.pp, self.dep.quantization, self.dep.dtype,
+                 self.dep.kv_cache_dtype, self.dep.max_model_len, self.plan.request.max_num_seqs, self.image]
+        if self.calibrates:  # the calibration data sets the quantization scales
+            shape.append(self.dep.calibration_dataset)
+        digest = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:12]
+        return f"{self.lustre_mount}/engines/{self.dep.name}/{digest}"
 
 
 def resolve_deployments(cluster: Cluster, serving: tuple[ServingPlan, ...]) -> tuple[ResolvedDeployment, ...]:
@@ -171,14 +196,26 @@ def resolve_deployments(cluster: Cluster, serving: tuple[ServingPlan, ...]) -> t
 # ---------------------------------------------------------------- engine arguments
 
 
+def vllm_serve_argv(s: ResolvedDeployment, role: str = "leader") -> list[str]:
+    """What follows ``vllm serve``: the checkpoint directory (positional MODEL: ``vllm serve`` refuses
+    ``--model`` in 0.8.5 and warns it away in 0.12.0, FlexibleArgumentParser.parse_args in vllm/utils.py
+    and vllm/utils/argparse_utils.py), then the flags of the API server or of a headless worker, then
+    the blueprint's ``extra_args`` (checks/engine_flags.py checks each against the pinned version)."""
+    args = vllm_worker_args(s) if role == "worker" else vllm_args(s)
+    return [s.weights_dir, *flatten(args), *s.dep.extra_args]
+
+
+def trtllm_serve_argv(s: ResolvedDeployment) -> list[str]:
+    """What follows ``trtllm-serve``: the engine directory, then the flags."""
+    return [s.engine_dir, *flatten(trtllm_serve_args(s)), *s.dep.extra_args]
+
+
 def vllm_args(s: ResolvedDeployment) -> list[Arg]:
-    """``vllm serve`` arguments of the API server (the leader of a multi-node group)."""
+    """``vllm serve MODEL`` flags of the API server (the leader of a multi-node group)."""
     d, p = s.dep, s.plan
-    cc = p.request.gpu.compute_capability
-    marlin, plain = eng.VLLM_QUANTIZATION[d.quantization]
-    quant = marlin if tuple(map(int, cc.split("."))) >= (8, 0) else plain
+    # a pre-quantized checkpoint says its own method; a flag that disagreed would be refused
+    quant = None if s.checkpoint_quantization else eng.VLLM_ONLINE_QUANTIZATION.get(d.quantization)
     args = [
-        Arg("--model", s.weights_dir, ("weights_path",)),
         Arg("--served-model-name", s.served_model_name, ("served_model_name",)),
         Arg("--host", "0.0.0.0"),
         Arg("--port", str(s.engine.port)),

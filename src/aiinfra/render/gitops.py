@@ -10,7 +10,10 @@ A finisher (it sees every renderer's artifacts): the platform components of
   at its pinned version with ``values.yaml`` taken from this repository (``$values``), and the
   component's folder of objects (custom resources, ConfigMaps). Sync waves follow
   :data:`aiinfra.render.platform.COMPONENTS`' ``after`` (operators and CRDs before the custom
-  resources that need them).
+  resources that need them). A workload scaled by an autoscaler of the folder (KEDA ScaledObject,
+  HorizontalPodAutoscaler) has its ``/spec/replicas`` in ``ignoreDifferences`` with the
+  ``RespectIgnoreDifferences=true`` sync option, so self-heal never resets what the autoscaler set
+  (Argo CD docs/user-guide/sync-options.md, "Respect ignore differences configs").
 - ``root.yaml``: the app of apps that syncs this folder; applied once by hand
   (``kubectl apply -f manifests/<env>/gitops/root.yaml``), not listed in the kustomization.
 
@@ -18,6 +21,8 @@ Rendered only when the blueprint names the repository (``kubernetes.gitops_repo`
 """
 
 from __future__ import annotations
+
+import yaml
 
 from aiinfra.catalog.charts import chart
 from aiinfra.catalog.platform import COMPONENTS, ComponentSpec
@@ -46,14 +51,39 @@ def _header(cluster: Cluster, what: str) -> str:
     return f"# {what} of '{cluster.env}', rendered by aiinfra from {cluster.source}. Do not edit.\n"
 
 
-def application(cluster: Cluster, spec: ComponentSpec, folder_files: set[str], wave: int) -> dict:
+#: Kinds that scale another object, named in their ``spec.scaleTargetRef`` (KEDA, autoscaling/v2).
+AUTOSCALERS = ("ScaledObject", "HorizontalPodAutoscaler")
+
+
+def autoscaled_replicas(texts: list[str]) -> list[dict]:
+    """``ignoreDifferences`` entries: ``/spec/replicas`` of every object an autoscaler among ``texts``
+    (the YAML files of one folder) scales."""
+    out = []
+    for text in texts:
+        if not any(f"kind: {k}" in text for k in AUTOSCALERS):
+            continue
+        for obj in yaml.safe_load_all(text):
+            if not isinstance(obj, dict) or obj.get("kind") not in AUTOSCALERS:
+                continue
+            ref = obj["spec"]["scaleTargetRef"]
+            group = ref.get("apiVersion", "apps/v1").rpartition("/")[0]
+            out.append({"group": group, "kind": ref.get("kind", "Deployment"), "name": ref["name"],
+                        "namespace": obj["metadata"]["namespace"], "jsonPointers": ["/spec/replicas"]})
+    return sorted(out, key=lambda d: (d["namespace"], d["kind"], d["name"]))
+
+
+def application(cluster: Cluster, spec: ComponentSpec, folder_files: set[str], wave: int,
+                ignore: list[dict] | None = None) -> dict:
     k8s = cluster.blueprint.kubernetes
     assert k8s is not None and k8s.gitops_repo
     folder = f"manifests/{cluster.env}/k8s/{spec.name}"
     git = {"repoURL": k8s.gitops_repo, "targetRevision": k8s.gitops_revision}
     has_objects = bool(folder_files - {VALUES_FILE, "kustomization.yaml"})
     sources: list[dict] = []
-    if spec.chart:
+    if spec.chart and chart(spec.chart).is_kustomize:  # a kustomize folder of the project's repository
+        c = chart(spec.chart)
+        sources.append({"repoURL": c.repository, "targetRevision": chart_version(cluster, c.key), "path": c.path})
+    elif spec.chart:
         c = chart(spec.chart)
         sources.append({
             "repoURL": c.argocd_repo_url,
@@ -67,7 +97,9 @@ def application(cluster: Cluster, spec: ComponentSpec, folder_files: set[str], w
     options = ["ServerSideApply=true"]  # large CRDs exceed client-side apply's annotation limit
     if spec.chart and has_objects:
         options.append("SkipDryRunOnMissingResource=true")  # the chart brings the CRDs of our objects
-    return {
+    if ignore:  # an autoscaler owns these fields: neither the diff nor a sync may reset them
+        options.append("RespectIgnoreDifferences=true")
+    app = {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "Application",
         "metadata": {
@@ -89,6 +121,9 @@ def application(cluster: Cluster, spec: ComponentSpec, folder_files: set[str], w
             },
         },
     }
+    if ignore:
+        app["spec"]["ignoreDifferences"] = ignore
+    return app
 
 
 def project(cluster: Cluster, specs: list[ComponentSpec]) -> dict:
@@ -162,8 +197,10 @@ def render_gitops(cluster: Cluster, artifacts: Artifacts) -> Artifacts:
     }
     for spec in specs:
         wave = waves.get(spec.name, max(waves.values()) + 1)
+        ignore = autoscaled_replicas([text for path, text in sorted(artifacts.items())
+                                      if path.startswith(f"k8s/{spec.name}/") and path.endswith(".yaml")])
         out[f"gitops/{spec.name}.yaml"] = _header(cluster, f"Argo CD Application '{spec.name}'") + dump_yaml_documents(
-            [application(cluster, spec, files[spec.name], wave)])
+            [application(cluster, spec, files[spec.name], wave, ignore)])
     out["gitops/kustomization.yaml"] = render_template(
         "k8s/kustomization.yaml.j2", env=cluster.env, resources=sorted(p.split("/", 1)[1] for p in out
                                                                        if p != "gitops/root.yaml"))

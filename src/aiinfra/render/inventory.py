@@ -45,6 +45,7 @@ class InventoryModel:
 
 
 OUT_OF_SERVICE_GROUP_PREFIX = "node_"  # Ansible groups node_drain and node_down (the blueprint's nodes:)
+IN_INVENTORY_STATES = ("drain", "down")  # decommissioned nodes are not in the inventory at all
 
 
 def host_vars(host: Host, state: NodeState | None = None) -> dict:
@@ -105,6 +106,8 @@ def inventory_model(cluster: Cluster) -> InventoryModel:
         if host.su is not None:
             groups.setdefault(su_name(host.su), []).append(host.name)
     states = {h: st for g in cluster.groups.values() for h, st in g.states.items()}
+    for st_name in IN_INVENTORY_STATES:  # always there (maybe empty): a node going out changes only its line
+        groups.setdefault(f"{OUT_OF_SERVICE_GROUP_PREFIX}{st_name}", [])
     for name, st in states.items():  # node_drain, node_down: `hosts up` leaves node_down out unless --limit names it
         groups.setdefault(f"{OUT_OF_SERVICE_GROUP_PREFIX}{st.state}", []).append(name)
     bp = cluster.blueprint

@@ -142,7 +142,7 @@ def pytorchjob_objects(m: ResolvedJob) -> list[dict[str, Any]]:
     job = {
         "apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob",
         "metadata": {"name": m.name, "namespace": ns,
-                     "labels": {**labels, KUEUE_QUEUE_LABEL: k8s_resources.TRAINING_QUEUE}},
+                     "labels": {**labels, KUEUE_QUEUE_LABEL: k8s_resources.local_queue(k8s_resources.TRAINING_NAMESPACE)}},
         "spec": {
             "nprocPerNode": str(m.gpus_per_node),
             "runPolicy": {"backoffLimit": POD_BACKOFF_LIMIT, "cleanPodPolicy": "None"},

@@ -55,7 +55,7 @@ SCRIPT = Path("roles") / "slurm" / "files" / NAME
 MOUNT_DIR = f"/etc/{NAME}"
 CONFIG_FILE = "nodecheck.json"
 PROBES_FILE = "nodecheck-probes.json"
-CONFIG_HASH_ANNOTATION = "aiinfra.io/config-sha256"
+CONFIG_HASH_ANNOTATION = "aiinfra.io/script-sha256"
 MANAGED = {"app.kubernetes.io/managed-by": "aiinfra", "app.kubernetes.io/name": NAME}
 NOBODY = 65534
 
@@ -177,7 +177,9 @@ def config_map(cluster: Cluster) -> dict:
 
 def daemon_set(cluster: Cluster, config: dict) -> dict:
     image = cluster.blueprint.versions.images[NODECHECK_IMAGE_KEY]  # checks.node_health: pinned
-    digest = hashlib.sha256(json.dumps(config["data"], sort_keys=True).encode()).hexdigest()
+    # a new script restarts the pods; the expectations and probes are read again on every round
+    # (the ConfigMap volume is updated in place), so adding a node changes no other node's pod
+    digest = hashlib.sha256(config["data"][NAME].encode()).hexdigest()
     selector = {"app.kubernetes.io/name": NAME}
     command = ["python3", f"{MOUNT_DIR}/{NAME}", "--kubernetes", "--config", f"{MOUNT_DIR}/{CONFIG_FILE}",
                "--probes", f"{MOUNT_DIR}/{PROBES_FILE}", "--interval", str(interval_s(cluster))]

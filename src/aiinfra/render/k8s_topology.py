@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aiinfra.catalog.k8s_resources import (
+    GPU_TAINT,
     LABEL_PREFIX,
     NODE_GROUP_LABEL,
     NODE_STATE_EFFECT,
@@ -32,8 +33,6 @@ NVLINK_DOMAIN_LABEL = f"{PREFIX}/nvlink-domain"
 LUSTRE_LABEL = f"{PREFIX}/lustre"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 
-# GPU nodes repel pods that do not ask for GPUs (the GPU Operator's daemonsets tolerate this key).
-GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
 
 
 def leaf_label(rail: int) -> str:

@@ -32,6 +32,7 @@ PLATFORM_NAMESPACES = (
     Namespace("lws-system", "platform", "restricted", "restricted"),
     Namespace("monitoring", "platform", "privileged", "privileged"),
     Namespace("keda", "platform", "baseline", "restricted"),
+    Namespace("argocd", "platform", "baseline", "restricted"),
 )
 WORKLOAD_NAMESPACES = (
     Namespace("aiinfra-serving", "workload", "baseline", "restricted"),

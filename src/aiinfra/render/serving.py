@@ -10,8 +10,11 @@ against the pinned image's version by :mod:`aiinfra.checks.serving`. The pods ar
   runs the API server, the workers join it, by vLLM's multiprocessing executor (``--nnodes``) or
   by a Ray cluster per group (``distributed_backend: ray``). Each pod takes a whole node.
 - TensorRT-LLM: a Job builds the engine onto Lustre (quantize.py with TP/PP/quantization from the
-  plan, then trtllm-build), a Deployment runs trtllm-serve on it.
-- Around each: ServiceAccount (no token), Service (ClusterIP), PodDisruptionBudget,
+  plan, calibrating on the blueprint's local dataset, then trtllm-build), a Deployment runs
+  trtllm-serve on it.
+- The workloads name the serving namespace's Kueue LocalQueue (``kueue.x-k8s.io/queue-name``).
+- Around each: ServiceAccount (no token), Service (ClusterIP, ``<name>-api``: an LWS owns the
+  Service of its own name), PodDisruptionBudget,
   NetworkPolicy (gateway namespace in, DNS and declared CIDRs out), and for vLLM a ServiceMonitor,
   PrometheusRule alerts and the declared autoscaler (KEDA ScaledObject or HPA).
 """
@@ -34,7 +37,15 @@ from aiinfra.plan.deployments import (
 from aiinfra.plan.serving import weight_bytes
 from aiinfra.render import Artifacts, renderer
 from aiinfra.render.kubernetes import component, uses_kubernetes
-from aiinfra.render.serving_pods import SELECTOR_LABEL, meta, pod_labels, pod_spec, security_context, sus_of
+from aiinfra.render.serving_pods import (
+    SELECTOR_LABEL,
+    meta,
+    pod_labels,
+    pod_spec,
+    security_context,
+    sus_of,
+    workload_meta,
+)
 from aiinfra.render.serving_scaling import (
     MONITORING_NAMESPACE,
     horizontal_autoscaler,
@@ -54,7 +65,7 @@ def workload(cluster: Cluster, s: ResolvedDeployment) -> dict[str, Any]:
         return {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
-            "metadata": meta(s),
+            "metadata": workload_meta(s),
             "spec": {
                 "replicas": s.replicas,
                 "selector": {"matchLabels": {SELECTOR_LABEL: s.name}},
@@ -63,7 +74,7 @@ def workload(cluster: Cluster, s: ResolvedDeployment) -> dict[str, Any]:
                 "template": {"metadata": {"labels": pod_labels(s)}, "spec": pod_spec(cluster, s)},
             },
         }
-    lws_meta = meta(s)
+    lws_meta = workload_meta(s)
     if len(sus_of(cluster, s.group)) > 1:
         # a group spanning SUs: LWS places each replica's pods in one SU (and one replica per SU)
         lws_meta["annotations"] = {LWS_EXCLUSIVE_TOPOLOGY: SU_LABEL}
@@ -99,7 +110,7 @@ def service(s: ResolvedDeployment) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": meta(s),
+        "metadata": meta(s, s.service_name),
         "spec": {"type": "ClusterIP", "selector": selector,
                  "ports": [{"name": "http", "port": s.engine.port, "targetPort": "http", "protocol": "TCP"}]},
     }
@@ -153,6 +164,8 @@ def build_job(cluster: Cluster, s: ResolvedDeployment) -> dict[str, Any]:
                 "--tp_size", str(p.tp), "--pp_size", str(p.pp)]
     if d.kv_cache_dtype == "fp8":
         quantize += ["--kv_cache_dtype", "fp8"]
+    if s.calibrates and d.calibration_dataset:  # the Job is offline (HF_HUB_OFFLINE): never the Hub default
+        quantize += [eng.TRTLLM_CALIB_FLAG, d.calibration_dataset]
     build = ["trtllm-build", "--checkpoint_dir", ckpt, "--output_dir", s.engine_dir,
              "--max_batch_size", str(p.request.max_num_seqs), "--max_seq_len", str(d.max_model_len),
              "--max_num_tokens", str(p.request.max_num_batched_tokens), "--gemm_plugin", "auto",
@@ -186,7 +199,7 @@ def build_job(cluster: Cluster, s: ResolvedDeployment) -> dict[str, Any]:
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": meta(s, f"{s.name}-engine-build"),
+        "metadata": workload_meta(s, f"{s.name}-engine-build"),
         "spec": {"backoffLimit": 1, "ttlSecondsAfterFinished": 86400,
                  "template": {"metadata": {"labels": {**pod_labels(s), "aiinfra.io/role": "engine-build"}},
                               "spec": pod}},

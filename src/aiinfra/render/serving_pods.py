@@ -1,5 +1,6 @@
-"""The pods of a serving deployment: labels, placement, resources, environment (NCCL for multi-node
-replicas), probes, volumes, the checkpoint staging init container and the server command line."""
+"""The pods of a serving deployment: labels (and the Kueue queue of its workloads), the name of its
+client Service, placement, resources, environment (NCCL for multi-node replicas), probes, volumes,
+the checkpoint staging init container and the server command line."""
 
 from __future__ import annotations
 
@@ -13,15 +14,15 @@ from aiinfra.catalog.k8s_resources import (
     NODE_GROUP_LABEL,
     RDMA_SHARED_DEVICE_RESOURCE,
     SU_LABEL,
+    local_queue,
 )
 from aiinfra.plan.deployments import (
     STAGING_HEADROOM,
     ResolvedDeployment,
-    flatten,
-    trtllm_serve_args,
-    vllm_args,
-    vllm_worker_args,
+    trtllm_serve_argv,
+    vllm_serve_argv,
 )
+from aiinfra.render.jobs import KUEUE_QUEUE_LABEL
 from aiinfra.render.templates import shell_quote
 from aiinfra.spec.cluster import Cluster, Group
 from aiinfra.spec.fabric import su_name
@@ -34,6 +35,11 @@ SHM_BYTES = 16 * 2**30  # /dev/shm: NCCL and vLLM's worker processes exchange th
 CACHE_BYTES = 50 * 2**30  # torch.compile, Triton, FlashInfer and Hugging Face caches
 PROBE_PERIOD_S = 10
 HOST_RESERVE = 0.9  # CPU and memory a serving pod may take of its GPUs' share of the node
+#: vLLM's CLI entry point (``vllm = vllm.entrypoints.cli.main:main`` in pyproject.toml of 0.8.5 and
+#: 0.12.0): ``vllm serve MODEL``. Only it runs a headless multi-node worker (``--headless``:
+#: vllm/entrypoints/cli/serve.py ``run_headless``); ``python3 -m vllm.entrypoints.openai.api_server``
+#: starts a full API server whatever the flags.
+VLLM_SERVE = ("vllm", "serve")
 
 
 def labels(s: ResolvedDeployment) -> dict[str, str]:
@@ -48,6 +54,15 @@ def labels(s: ResolvedDeployment) -> dict[str, str]:
 
 def meta(s: ResolvedDeployment, name: str | None = None, **extra: Any) -> dict[str, Any]:
     return {"name": name or s.name, "namespace": NAMESPACE, "labels": labels(s), **extra}
+
+
+def workload_meta(s: ResolvedDeployment, name: str | None = None) -> dict[str, Any]:
+    """Metadata of a workload that holds GPUs (Deployment, LeaderWorkerSet, the engine build Job): it
+    names the namespace's Kueue LocalQueue, so the serving ClusterQueue's quota admits its pods (Kueue's
+    deployment, leaderworkerset and batch/job integrations read the label from the object's metadata)."""
+    m = meta(s, name)
+    m["labels"] = {**m["labels"], KUEUE_QUEUE_LABEL: local_queue(NAMESPACE)}
+    return m
 
 
 def sus_of(cluster: Cluster, group: Group) -> list[int]:
@@ -180,15 +195,15 @@ def _init_containers(s: ResolvedDeployment) -> list[dict[str, Any]]:
 
 def _server_command(s: ResolvedDeployment, role: str) -> tuple[list[str], list[str]]:
     """(command, args) of the server container: the API server, or a multi-node worker."""
-    api = ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+    api = list(VLLM_SERVE)
     if s.engine.name == "tensorrt-llm":
-        return ["trtllm-serve"], [s.engine_dir, *flatten(trtllm_serve_args(s))]
+        return ["trtllm-serve"], trtllm_serve_argv(s)
     if not s.multi_node or s.dep.distributed_backend == "mp":
-        return api, flatten(vllm_args(s) if role == "leader" else vllm_worker_args(s))
+        return api, vllm_serve_argv(s, role)
     # Ray: one Ray cluster per group; the leader starts the head and the API server, workers join.
     if role == "leader":
         script = (f"ray start --head --port={RAY_PORT} --num-gpus={s.gpus_per_pod}\n"
-                  f"exec {' '.join(api)} {' '.join(shell_quote(t) for t in flatten(vllm_args(s)))}\n")
+                  f"exec {' '.join(api)} {' '.join(shell_quote(t) for t in vllm_serve_argv(s))}\n")
     else:
         script = (f"exec ray start --address=$LWS_LEADER_ADDRESS:{RAY_PORT} --num-gpus={s.gpus_per_pod} "
                   "--block\n")

@@ -16,7 +16,8 @@ PROMETHEUS_URL = f"http://prometheus-operated.{MONITORING_NAMESPACE}.svc:9090"
 
 
 def _selector_expr(s: ResolvedDeployment) -> str:
-    return f'namespace="{NAMESPACE}",service="{s.name}"'
+    # Prometheus Operator's target label 'service' is the name of the scraped (client) Service
+    return f'namespace="{NAMESPACE}",service="{s.service_name}"'
 
 
 def service_monitor(s: ResolvedDeployment) -> dict[str, Any]:

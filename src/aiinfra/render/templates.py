@@ -31,6 +31,16 @@ class StableDumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: igno
         return True
 
 
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    """Multi-line strings (scripts, JSON files in ConfigMaps) as literal blocks: one line of the
+    text is one line of the manifest, so a changed line is a one-line diff. PyYAML falls back to a
+    quoted style where a block cannot hold the text (trailing spaces, control characters)."""
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+
+StableDumper.add_representer(str, _str)
+
+
 @cache
 def environment(root: Path | None = None) -> jinja2.Environment:
     env = jinja2.Environment(

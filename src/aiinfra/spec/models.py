@@ -384,6 +384,11 @@ class Versions(Strict):
     kubernetes: str | None = Field(None, description="Kubernetes release; schemas are checked for its minor")
     charts: dict[str, str] = Field(default_factory=dict, description="Helm chart versions by chart name")
     images: dict[str, str] = Field(default_factory=dict, description="container images, pinned, by purpose")
+    exporters: dict[str, str] = Field(
+        default_factory=dict,
+        description="Prometheus exporters the host roles install outside Kubernetes, pinned: dcgm-exporter, "
+        "node-exporter, slurm-exporter (aiinfra.catalog.monitoring)",
+    )
 
 
 # ---------------------------------------------------------------- models, training, serving
@@ -556,6 +561,28 @@ class ServingDeployment(Strict):
         None,
         description="Secret (key 'api-key') the API key comes from, created outside aiinfra (Pulumi secret, "
         "External Secrets); default <name>-api-key. The key itself never appears in manifests",
+    )
+    extra_args: list[str] = Field(
+        default_factory=list,
+        description="server arguments appended verbatim (vllm serve, trtllm-serve); each must be a flag of the "
+        "pinned engine version (aiinfra.catalog.engines) and may not repeat one aiinfra renders from the plan",
+    )
+    gateway_auth: bool = Field(
+        False,
+        description="the gateway in gateway_namespace authenticates every client before it forwards; required "
+        "for an engine without an API-key option (TensorRT-LLM), else serving-no-auth",
+    )
+    checkpoint_quantization: str | None = Field(
+        None,
+        description="quantization_config.quant_method of a pre-quantized checkpoint's config.json (fp8, "
+        "fbgemm_fp8, modelopt, compressed-tensors, awq, gptq): vLLM reads it and gets no --quantization; default: "
+        "awq for awq-int4, gptq for gptq-int4, compressed-tensors for int8, none (16-bit weights) otherwise",
+    )
+    calibration_dataset: str | None = Field(
+        None,
+        pattern=r"^/[^\s]*$",
+        description="TensorRT-LLM: a Hugging Face dataset directory on Lustre (train split, 'text' column) the "
+        "engine build calibrates on (quantize.py --calib_dataset); required when it quantizes (the Job is offline)",
     )
 
 
