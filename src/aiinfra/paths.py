@@ -1,4 +1,6 @@
-"""Where the project's files are: the project root (Pulumi.yaml + stacks/), templates, manifests."""
+"""Where the files are: the project root (Pulumi.yaml + stacks/: this checkout, or a site's own
+repository, docs/site-repository.md), aiinfra's own files (templates/, roles/, playbooks/, ...) and
+manifests/."""
 
 from __future__ import annotations
 
@@ -25,11 +27,18 @@ def project_root(start: Path | None = None) -> Path:
     return here
 
 
-def templates_dir() -> Path:
-    checkout = _PACKAGE_ROOT.parents[1] / "templates"
-    if checkout.is_dir():
+def code_root() -> Path:
+    """Where aiinfra's own files are (templates/, roles/, playbooks/, ansible.cfg, Pulumi.yaml, the
+    example stacks/): the checkout this package runs from, else the copy a wheel carries (pyproject's
+    force-include), so a site repository can install aiinfra as a package."""
+    checkout = _PACKAGE_ROOT.parents[1]
+    if (checkout / "templates").is_dir() and (checkout / "roles").is_dir():
         return checkout
-    return _PACKAGE_ROOT / "_templates"  # wheel installs (see pyproject force-include)
+    return _PACKAGE_ROOT / "_data"
+
+
+def templates_dir() -> Path:
+    return code_root() / "templates"
 
 
 def stack_file(env: str, root: Path | None = None) -> Path:

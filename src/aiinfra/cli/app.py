@@ -29,8 +29,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# emoji=False: rich would print `file.yaml:100: key` as `file.yaml💯 key` (the :100: emoji code)
+out = Console(soft_wrap=True, emoji=False)
+err = Console(stderr=True, soft_wrap=True, emoji=False)
 
 StackOpt = Annotated[
     str | None,
@@ -243,9 +244,9 @@ def inventory(
 
 # Each layer adds its commands with ``register(app, load)`` in a module of its own.
 def _mount_layers() -> None:
-    from aiinfra.cli import fabric, hosts, plan
+    from aiinfra.cli import fabric, hosts, init, node, plan
 
-    for module in (plan, hosts, fabric):
+    for module in (plan, hosts, fabric, node, init):
         module.register(app, load)
 
 

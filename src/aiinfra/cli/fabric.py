@@ -1,4 +1,6 @@
-"""``aiinfra fabric check``: the nccl-tests gate before nodes join a partition (:mod:`aiinfra.deploy.acceptance`).
+"""``aiinfra fabric``: ``check``, the nccl-tests gate before nodes join a partition (:mod:`aiinfra.deploy.acceptance`);
+``draw`` and ``cabling``, the fabric model as a picture and as a cabling plan (:mod:`aiinfra.render.fabric_draw`,
+:mod:`aiinfra.render.cabling`); ``import-cabling``, a site's sheet back into the blueprint.
 
 Mounted by :func:`aiinfra.cli._mount_optional` through :func:`register`.
 """
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -26,8 +29,48 @@ def _bw(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+def _print_summary(env: str, nodes: list, run_verdicts: list) -> None:
+    """One row per SU, then only what failed (folded per SU and reason): a few lines for 512 nodes."""
+    from aiinfra.deploy.acceptance import by_su, failures
+    from aiinfra.plan.acceptance import TESTS
+
+    tests = [t.removesuffix("_perf") for t in TESTS]
+    table = Table(title=f"{env}: nccl-tests gate per SU", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False,
+                  title_justify="left", caption_justify="left",
+                  caption="busbw GB/s at the largest message: the SU's slowest node\n"
+                          "SU runs: runs over the SU's nodes that passed / all")
+    for col in ("SU", "nodes", "pass", "fail", *tests, "SU runs"):
+        table.add_column(col, justify="left" if col == "SU" else "right")
+    for s in by_su(nodes, run_verdicts):
+        runs_ok = sum(v.passed for v in s.runs)
+        table.add_row(s.su, str(len(s.nodes)), str(s.passed), Text(str(s.failed), style="red" if s.failed else ""),
+                      *[_bw(s.worst(t)) for t in TESTS], f"{runs_ok}/{len(s.runs)}" if s.runs else "-")
+    out.print(table)
+    wide = [v for v in run_verdicts if v.scope == "partition"]
+    if wide:
+        out.print("runs across SUs:", highlight=False)
+        for v in wide:
+            verdict = "pass" if v.passed else "FAIL: " + "; ".join(v.problems)
+            out.print(f"  {v.run.target or v.scope} {v.test}, {len(v.run.nodes)} nodes: busbw {_bw(v.busbw_gb_s)}"
+                      f" (min {_bw(v.threshold_gb_s)}) {verdict}", highlight=False)
+    failed = failures(nodes)
+    if failed:
+        out.print("failed:", style="red", highlight=False)
+        for hosts, su, why in failed:
+            out.print(f"  {hosts} ({su}): {why}", highlight=False)
+
+
+def _write(path: Path, data: bytes) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+    err.print(f"wrote {path}", highlight=False)
+
+
 def register(app: typer.Typer, load: Callable[[str | None, Path | None], Built]) -> None:
-    fabric_app = typer.Typer(help="Fabric acceptance: nccl-tests results against the catalog.", no_args_is_help=True)
+    fabric_app = typer.Typer(help="The fabric: its picture and cabling plan, the nccl-tests acceptance gate.",
+                             no_args_is_help=True)
     app.add_typer(fabric_app, name="fabric")
 
     @fabric_app.command("check")
@@ -38,7 +81,6 @@ def register(app: typer.Typer, load: Callable[[str | None, Path | None], Built])
     ) -> None:
         """Pass/fail per node from nccl-tests output; exit 1 when a node fails. Prints the resume command."""
         from aiinfra.deploy.acceptance import drain_command, gate, read_results, resume_command
-        from aiinfra.plan.acceptance import TESTS
 
         missing = [str(p) for p in results if not p.exists()]
         if missing:
@@ -63,24 +105,7 @@ def register(app: typer.Typer, load: Callable[[str | None, Path | None], Built])
             }
             out.print_json(data=data)
         else:
-            table = Table(title=f"{cluster.env}: nccl-tests gate (busbw GB/s at the largest message)")
-            for col in ("node", "SU", *[t.removesuffix("_perf") for t in TESTS], "HCAs", "SU / partition", "result"):
-                table.add_column(col, justify="right" if col in [t.removesuffix("_perf") for t in TESTS] else "left")
-            for n in nodes:
-                result = Text("pass", style="green") if n.passed else Text("FAIL: " + "; ".join(n.problems), style="red")
-                table.add_row(n.node, n.su or "-", *[_bw(n.busbw.get(t)) for t in TESTS], n.hcas,
-                              ", ".join(n.multi) or "-", result)
-            out.print(table)
-            multi = [v for v in run_verdicts if v.scope != "node"]
-            if multi:
-                runs_table = Table(title="multi-node runs")
-                for col in ("scope", "target", "test", "nodes", "busbw", "min", "result"):
-                    runs_table.add_column(col)
-                for v in multi:
-                    runs_table.add_row(v.scope, v.run.target or "-", v.test, str(len(v.run.nodes)), _bw(v.busbw_gb_s),
-                                       _bw(v.threshold_gb_s),
-                                       Text("pass", style="green") if v.passed else Text("; ".join(v.problems), style="red"))
-                out.print(runs_table)
+            _print_summary(cluster.env, nodes, run_verdicts)
             out.print(f"{len(passed)} node(s) passed, {len(failed)} failed", highlight=False)
             if passed:
                 out.print(f"resume the nodes that passed:\n  {resume_command(passed)}", highlight=False)
@@ -89,6 +114,59 @@ def register(app: typer.Typer, load: Callable[[str | None, Path | None], Built])
         if failed:
             raise typer.Exit(1)
 
+
+    @fabric_app.command("draw")
+    def draw(
+        stack: Annotated[str | None, typer.Option("--stack", "-s", help="environment [default: $AIINFRA_STACK or dev]")] = None,
+        out_file: Annotated[Path | None, typer.Option("--out", "-o", help="FILE.svg or FILE.png (default: SVG on stdout)")] = None,
+        results: Annotated[list[Path] | None, typer.Option(
+            "--results", help="nccl-tests outputs (files or folders): mark the nodes that fail the gate")] = None,
+    ) -> None:
+        """The fabric as a picture: SUs, leaves per rail, spine groups, node counts, nodes out or failed.
+
+        SVG (deterministic bytes), or PNG for reports when matplotlib is installed (the png extra)."""
+        from aiinfra.render.fabric_draw import picture, to_png, to_svg
+
+        suffix = out_file.suffix.lower() if out_file else ".svg"
+        if suffix not in (".svg", ".png"):
+            raise UsageError(f"--out {out_file}: write .svg or .png")
+        cluster = load(stack, None).cluster
+        failed: dict[str, str] = {}
+        if results:
+            from aiinfra.deploy.acceptance import gate, read_results
+
+            missing = [str(p) for p in results if not p.exists()]
+            if missing:
+                raise UsageError(f"no such file or folder: {', '.join(missing)}")
+            nodes, _ = gate(cluster, read_results(results))
+            failed = {n.node: "; ".join(n.problems) for n in nodes if not n.passed}
+        pic = picture(cluster, failed)
+        if suffix == ".png":
+            try:
+                data = to_png(pic)
+            except ImportError:
+                raise UsageError("a PNG needs matplotlib: pip install matplotlib (or write FILE.svg)") from None
+            _write(out_file, data)
+        elif out_file:
+            _write(out_file, to_svg(pic).encode())
+        else:
+            sys.stdout.write(to_svg(pic))
+
+    @fabric_app.command("cabling")
+    def cabling(
+        stack: Annotated[str | None, typer.Option("--stack", "-s", help="environment [default: $AIINFRA_STACK or dev]")] = None,
+        out_file: Annotated[Path | None, typer.Option("--out", "-o", help="FILE.csv (default: stdout)")] = None,
+    ) -> None:
+        """The cabling plan as CSV: each node HCA to its leaf port, each leaf uplink to its spine port.
+
+        Port numbering: docs/operations.md. `aiinfra fabric import-cabling` reads it back (host, su)."""
+        from aiinfra.render.cabling import cabling_csv
+
+        text = cabling_csv(load(stack, None).cluster)
+        if out_file:
+            _write(out_file, text.encode())
+        else:
+            sys.stdout.write(text)
 
     @fabric_app.command("import-cabling")
     def import_cabling(

@@ -251,3 +251,48 @@ def drain_command(nodes: list[str]) -> str | None:
     if not nodes:
         return None
     return f'scontrol update nodename={NodeSet.fromlist(nodes)} state=drain reason="aiinfra fabric check failed"'
+
+
+# ---------------------------------------------------------------- the summary per SU
+
+
+@dataclass
+class SuSummary:
+    """The gate's verdicts of one SU (``su`` is ``-`` for nodes outside the fabric or the blueprint)."""
+
+    su: str
+    nodes: list[NodeVerdict]
+    runs: list[RunVerdict]  # the SU-scope runs over its nodes
+
+    @property
+    def passed(self) -> int:
+        return sum(n.passed for n in self.nodes)
+
+    @property
+    def failed(self) -> int:
+        return len(self.nodes) - self.passed
+
+    def worst(self, test: str) -> float | None:
+        """The lowest per-node busbw of ``test`` in the SU."""
+        return min((b for n in self.nodes if (b := n.busbw.get(test)) is not None), default=None)
+
+
+def by_su(nodes: list[NodeVerdict], runs: list[RunVerdict]) -> list[SuSummary]:
+    """Node verdicts and SU-scope runs per SU, in SU order (nodes outside the fabric last)."""
+    out: dict[str, SuSummary] = {}
+    for n in nodes:
+        out.setdefault(n.su or "-", SuSummary(n.su or "-", [], [])).nodes.append(n)
+    su_of = {n.node: n.su or "-" for n in nodes}
+    for v in runs:
+        if v.scope == "su" and v.run.nodes and su_of.get(v.run.nodes[0]) in out:
+            out[su_of[v.run.nodes[0]]].runs.append(v)
+    return sorted(out.values(), key=lambda s: (s.su == "-", s.su))
+
+
+def failures(nodes: list[NodeVerdict]) -> list[tuple[str, str, str]]:
+    """(hostlist, SU, why) for the failed nodes, nodes with the same SU and problems folded into one."""
+    found: dict[tuple[str, str], list[str]] = {}
+    for n in nodes:
+        if not n.passed:
+            found.setdefault((n.su or "-", "; ".join(n.problems)), []).append(n.node)
+    return [(str(NodeSet.fromlist(hosts)), su, why) for (su, why), hosts in found.items()]

@@ -33,7 +33,7 @@ from aiinfra.render import render_all
 from aiinfra.render.writer import TreeDiff, diff_tree, write_tree
 from aiinfra.spec.cluster import Cluster
 
-CHECKOUT = Path(__file__).resolve().parents[3]
+CHECKOUT = paths.code_root()  # playbooks/, roles/, ansible.cfg: a checkout's or the wheel's
 
 
 # How many run folders (.aiinfra/runs/<timestamp>/) `aiinfra hosts up` keeps: the newest.

@@ -4,7 +4,8 @@ Sites keep their cabling in a spreadsheet: one row per node (or per node port) w
 name and the scalable unit its leaf switches belong to. Only two columns are read, found by their
 header (case-insensitive): ``host`` (or ``node``/``hostname``) and ``su`` (``7`` or ``su07``);
 any other column (rack, leaf, port, cable id) is ignored. Rows per port repeat a node: they must
-agree on its SU. Every problem names the file and line.
+agree on its SU. Rows without a host (switch-to-switch cables, as in ``aiinfra fabric cabling``'s
+plan) are skipped. Every problem names the file and line.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def read_cabling(path: Path) -> dict[int, list[str]]:
             problems.append(_problem(line, f"row has {len(row)} columns, the header {len(header)}", "fill every row"))
             continue
         host, su_text = row[host_col].strip(), row[su_col].strip()
+        if not host:
+            continue
         m = re.fullmatch(r"(?:su)?0*(\d{1,5})", su_text, re.IGNORECASE)
         if not re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?", host):
             problems.append(_problem(line, f"'{host}' is not a host name", "lower-case letters, digits and '-'"))
