@@ -375,3 +375,14 @@ def test_committed_facts_equal_what_the_script_reads_from_the_sources():
     assert script.gpu_operator(MIRRORS) == committed["gpu-operator"]
     assert script.node_exporter(MIRRORS) == committed["node-exporter"]
     assert script.slurm_exporter(MIRRORS) == committed["slurm-exporter"]
+
+
+@pytest.mark.parametrize("exporter", ["dcgm-exporter", "node-exporter", "slurm-exporter"])
+def test_an_exporter_the_roles_run_must_be_pinned(exporter):
+    bp = copy.deepcopy(_blueprint("dev"))
+    del bp["versions"]["exporters"][exporter]
+    with pytest.raises(BlueprintError) as exc:
+        build_data(bp, "dev.yaml", "dev")
+    hits = [p for p in exc.value.problems if p.id == "exporter-not-pinned"]
+    assert [p.path for p in hits] == [("versions", "exporters")], exc.value.problems
+    assert exporter in hits[0].message and f"versions.exporters.{exporter}" in hits[0].hint

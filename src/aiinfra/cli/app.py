@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from aiinfra import paths
+from aiinfra.cli.console import console
 from aiinfra.errors import AiinfraError, BlueprintError, Level, Problem, UsageError
 from aiinfra.pipeline import Built, build_file
 
@@ -29,9 +29,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# emoji=False: rich would print `file.yaml:100: key` as `file.yaml💯 key` (the :100: emoji code)
-out = Console(soft_wrap=True, emoji=False)
-err = Console(stderr=True, soft_wrap=True, emoji=False)
+out = console()
+err = console(stderr=True)
 
 StackOpt = Annotated[
     str | None,

@@ -14,15 +14,15 @@ from typing import Annotated
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from aiinfra.cli.console import console
 from aiinfra.errors import UsageError
 from aiinfra.pipeline import Built
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+out = console()
+err = console(stderr=True)
 
 
 def _bw(value: float | None) -> str:

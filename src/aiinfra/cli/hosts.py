@@ -11,16 +11,17 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console, Group
+from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
 from aiinfra import paths
+from aiinfra.cli.console import console
 from aiinfra.pipeline import Built
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+out = console()
+err = console(stderr=True)
 
 _STYLE = {"ok": "green", "changed": "yellow", "failed": "red", "unreachable": "red"}
 

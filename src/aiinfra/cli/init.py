@@ -25,9 +25,9 @@ from typing import Annotated
 import typer
 import yaml
 from pydantic import TypeAdapter, ValidationError
-from rich.console import Console
 
 from aiinfra import __version__, paths
+from aiinfra.cli.console import console
 from aiinfra.errors import UsageError
 from aiinfra.pipeline import Built, build_text
 from aiinfra.render import render_all
@@ -35,7 +35,7 @@ from aiinfra.render.templates import render_template
 from aiinfra.render.writer import write_tree
 from aiinfra.spec.models import Name
 
-out = Console(soft_wrap=True, emoji=False)
+out = console()
 
 EXAMPLES = ("dev", "prod")
 #: Under .invalid, a top-level domain that never resolves (RFC 2606): checks/placeholders.py warns.

@@ -14,15 +14,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from aiinfra import paths
+from aiinfra.cli.console import console
 from aiinfra.pipeline import Built
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+out = console()
+err = console(stderr=True)
 
 HostsArg = Annotated[list[str], typer.Argument(help="hosts: names or hostlists, e.g. gpu017 gpu[001-004]",
                                                show_default=False)]

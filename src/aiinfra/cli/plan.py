@@ -25,6 +25,7 @@ from rich.table import Table
 from aiinfra.catalog.defaults import DEFAULT_GPU_ANNUAL_FAILURE_RATE
 from aiinfra.catalog.formats import numeric_format
 from aiinfra.catalog.models import LlmArchitecture, custom_architecture, model
+from aiinfra.cli.console import console
 from aiinfra.plan.cluster import ClusterPlan
 from aiinfra.plan.common import DAY_S, GB, GIB, PlanError
 from aiinfra.plan.failures import FailurePlan, JobGoodput
@@ -146,7 +147,7 @@ def _architecture(
 
 def _run(action: Callable[[], None]) -> None:
     """Run a command body; turn planner and usage errors into messages and exit codes."""
-    err = Console(stderr=True, soft_wrap=True)
+    err = console(stderr=True)
     try:
         action()
     except PlanError as exc:
@@ -433,7 +434,7 @@ def size_serve(
         if as_json:
             _emit_json(plan.to_dict())
         else:
-            Console(soft_wrap=True).print(serving_table(plan))
+            console().print(serving_table(plan))
 
     _run(body)
 
@@ -527,9 +528,9 @@ def size_train(
         if as_json:
             _emit_json({**plan.to_dict(), "reliability": rel.to_dict()})
         else:
-            console = Console(soft_wrap=True)
-            console.print(training_table(plan))
-            console.print(reliability_table(rel))
+            screen = console()
+            screen.print(training_table(plan))
+            screen.print(reliability_table(rel))
 
     _run(body)
 
@@ -557,7 +558,7 @@ def register(app: typer.Typer, load: Callable[[str | None, Path | None], Any]) -
         if as_json:
             _emit_json(result.to_dict())
         else:
-            plan_cluster_tables(Console(soft_wrap=True), result)
-        err = Console(stderr=True, soft_wrap=True)
+            plan_cluster_tables(console(), result)
+        err = console(stderr=True)
         for p in loaded.warnings:
             err.print(p.format(cluster.source), style="yellow", markup=False, highlight=False)

@@ -45,6 +45,7 @@ from aiinfra.deploy.acceptance import gate, parse_output
 from aiinfra.deploy.ansible import DeployError, ModuleResult, RunResult, run_command, run_module, run_site
 from aiinfra.errors import UsageError
 from aiinfra.render.slurm import HOST_SETTINGS
+from aiinfra.render.templates import fold
 from aiinfra.spec.cluster import Cluster, node_states
 from aiinfra.spec.models import NodeState
 
@@ -103,10 +104,6 @@ def checked_reason(state: str, reason: str | None) -> str:
     except ValidationError:
         raise UsageError(f"--reason {reason!r}: give 3 to 120 characters without double quotes, '#', backslash, "
                          f"tab or newline (the blueprint's rule for nodes: reasons)") from None
-
-
-def fold(hosts: Iterable[str]) -> str:
-    return str(NodeSet.fromlist(list(hosts)))
 
 
 # ---------------------------------------------------------------- the blueprint change

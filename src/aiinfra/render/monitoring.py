@@ -29,10 +29,10 @@ from aiinfra.catalog.links import link_rate
 from aiinfra.catalog.monitoring import port
 from aiinfra.catalog.platform import ComponentSpec, component_spec
 from aiinfra.plan.cluster import ClusterPlan
+from aiinfra.plan.monitoring import host_exporter_hosts
 from aiinfra.render import Artifacts, renderer
-from aiinfra.render.inventory import SCHEDULER_GROUPS, inventory_model
 from aiinfra.render.k8s_objects import header, meta, objects_file, values_file
-from aiinfra.render.k8s_topology import kubernetes_groups, kubernetes_hosts
+from aiinfra.render.k8s_topology import kubernetes_groups
 from aiinfra.spec.cluster import Cluster, su_name
 
 
@@ -173,21 +173,6 @@ HOST_JOBS = {"dcgm-exporter": "host-dcgm-exporter", "node-exporter": "host-node-
              "slurm-exporter": "slurm-exporter"}
 # labels every series of a node carries, both sides (Kubernetes: from the node's labels)
 NODE_LABEL, GROUP_LABEL, SU_TARGET_LABEL, RAIL_LABEL = "node", "node_group", "su", "rail"
-
-
-def host_exporter_hosts(cluster: Cluster) -> dict[str, list[str]]:
-    """Exporter (key of versions.exporters) -> the hosts outside Kubernetes that run it, as the roles'
-    defaults choose them: dcgm-exporter on GPU nodes that are not Kubernetes workers (roles/dcgm),
-    node-exporter on every host without a kubelet (roles/node_exporter), the Slurm exporter on the
-    Slurm controllers (roles/slurm_exporter)."""
-    groups = inventory_model(cluster).groups
-    k8s = set(kubernetes_hosts(cluster))
-    workers = set(groups.get(SCHEDULER_GROUPS["kubernetes"], []))
-    return {
-        "dcgm-exporter": [h for h in groups.get("gpu_nodes", []) if h not in workers],
-        "node-exporter": [h for h in cluster.hosts if h not in k8s],
-        "slurm-exporter": list(groups.get("slurm_controller", [])),
-    }
 
 
 def _target_labels(cluster: Cluster, name: str) -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 
@@ -19,9 +20,9 @@ def to_yaml(value: object) -> str:
     return yaml.dump(value, Dumper=StableDumper, sort_keys=True, default_flow_style=False, width=120).rstrip("\n")
 
 
-def fold(hosts: list[str] | tuple[str, ...]) -> str:
+def fold(hosts: Iterable[str]) -> str:
     """Fold host names into a hostlist expression: gpu001..gpu480 -> gpu[001-480]."""
-    return str(NodeSet.fromlist(hosts))
+    return str(NodeSet.fromlist(list(hosts)))
 
 
 class StableDumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
