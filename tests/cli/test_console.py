@@ -22,3 +22,15 @@ def test_no_cli_module_makes_its_own_console():
         calls = [n for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Call)
                  and getattr(n.func, "id", getattr(n.func, "attr", None)) == "Console"]
         assert not calls, f"{path.name}: use aiinfra.cli.console.console()"
+
+
+def test_version_is_the_installed_distributions(aiinfra):
+    from importlib.metadata import version
+
+    r = aiinfra("--version")
+    assert r.code == 0 and r.stdout.strip() == f"aiinfra {version('aiinfra')}"
+
+
+def test_completion_can_be_shown(aiinfra):
+    r = aiinfra("--help")
+    assert r.code == 0 and "--install-completion" in r.stdout and "--show-completion" in r.stdout

@@ -10,10 +10,15 @@ Fake hardware, all under /run/aiinfra-testbed (FAKE_ROOT):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
 import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -29,6 +34,40 @@ SLURM_BINARIES = ("slurmctld", "slurmd", "slurmdbd", "sinfo", "srun", "sbatch", 
                   "munged", "mariadbd", "mysql")
 # Daemons' state the test bed owns on this machine (wiped before a run for deterministic job ids).
 STATE_DIRS = ("/var/spool/slurmctld", "/var/spool/slurmd")
+
+
+# The test bed's hosts share this machine's filesystem: only the layer under test runs on them
+# (the OS-baseline and hardware roles have their own tests on a chroot).
+SLURM_LAYER = "validate,munge,slurm"
+
+
+def aiinfra(root: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """The CLI as a user runs it, in the project at ``root`` (GPU tests skipped only when a test says so)."""
+    env = {k: v for k, v in os.environ.items() if k != "AIINFRA_SKIP_GPU_TESTS"}
+    return subprocess.run([sys.executable, "-m", "aiinfra.cli", *args], cwd=root, capture_output=True, text=True,
+                          env={**env, "AIINFRA_ROOT": str(root), "COLUMNS": "200"}, timeout=timeout)
+
+
+@contextlib.contextmanager
+def running_bed(root: Path, work: Path) -> Iterator[dict]:
+    """Render the project at ``root``, start its hosts, run the Slurm layer on them (the first
+    ``hosts up``: ``first``, its seconds ``first_s``), and tear the hosts down afterwards."""
+    rendered = aiinfra(root, "render", "--stack", STACK)
+    assert rendered.returncode == 0, rendered.stderr
+    testbed = Testbed(hosts_from_inventory(root), work, GATEWAY)
+    nodes = compute_nodes(root)
+    try:
+        wipe_state()
+        make_fake_hardware(nodes)
+        testbed.up()
+        extra = write_extra_vars(testbed, testbed.workdir / "vars.yml")
+        started = time.monotonic()
+        first = aiinfra(root, "hosts", "up", "--stack", STACK, "--tags", SLURM_LAYER, "-e", f"@{extra}")
+        yield {"root": root, "testbed": testbed, "nodes": nodes, "extra": extra, "first": first,
+               "first_s": time.monotonic() - started,
+               "controller": next(h for h in testbed.hosts if h.name.startswith("ctl"))}
+    finally:
+        testbed.down(compute_first=nodes)
 
 
 def missing_requirements() -> str | None:

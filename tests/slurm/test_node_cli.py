@@ -16,26 +16,21 @@ import os
 import re
 import shutil
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from harness import slurm_testbed as st
-from harness.testbed import Testbed, wait_until
+from harness.testbed import wait_until
 
 pytestmark = pytest.mark.slow
 
 REASON = st.missing_requirements()
-AIINFRA = [sys.executable, "-m", "aiinfra.cli"]
-SLURM_LAYER = "validate,munge,slurm"
+SLURM_LAYER = st.SLURM_LAYER
 
 
 def aiinfra(root: Path, *args: str, timeout: float = 400) -> subprocess.CompletedProcess:
-    env = dict(os.environ, AIINFRA_ROOT=str(root), COLUMNS="200")
-    env.pop("AIINFRA_SKIP_GPU_TESTS", None)
-    return subprocess.run([*AIINFRA, *args], cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+    return st.aiinfra(root, *args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -43,25 +38,10 @@ def bed(tmp_path_factory):
     if REASON:
         pytest.skip(f"real Slurm test bed: {REASON}")
     root = st.prepare_root(tmp_path_factory.mktemp("node-testbed"))
-    rendered = aiinfra(root, "render", "--stack", st.STACK)
-    assert rendered.returncode == 0, rendered.stderr
-    testbed = Testbed(st.hosts_from_inventory(root), tmp_path_factory.mktemp("node-testbed-work"), st.GATEWAY)
-    nodes = st.compute_nodes(root)
-    try:
-        st.wipe_state()
-        st.make_fake_hardware(nodes)
-        testbed.up()
-        extra = st.write_extra_vars(testbed, testbed.workdir / "vars.yml")
-        started = time.monotonic()
-        first = aiinfra(root, "hosts", "up", "--stack", st.STACK, "--tags", SLURM_LAYER, "-e", f"@{extra}")
-        assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-        print(f"test bed up and configured in {time.monotonic() - started:.1f} s")
-        bed = {"root": root, "testbed": testbed, "nodes": nodes, "extra": extra,
-               "controller": next(h for h in testbed.hosts if h.name.startswith("ctl"))}
-        wait_until("nodes idle", lambda: all(_state(bed, n) == "idle" for n in nodes) or None, 90, 1)
+    with st.running_bed(root, tmp_path_factory.mktemp("node-testbed-work")) as bed:
+        assert bed["first"].returncode == 0, bed["first"].stdout[-3000:] + bed["first"].stderr[-3000:]
+        wait_until("nodes idle", lambda: all(_state(bed, n) == "idle" for n in bed["nodes"]) or None, 90, 1)
         yield bed
-    finally:
-        testbed.down(compute_first=nodes)
 
 
 def node(bed, *args: str, timeout: float = 400) -> subprocess.CompletedProcess:

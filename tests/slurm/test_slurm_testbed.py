@@ -9,30 +9,24 @@ Teardown stops every process of every namespace (compute nodes first) even after
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from harness import slurm_testbed as st
-from harness.testbed import Testbed, wait_until
+from harness.testbed import wait_until
 
 pytestmark = pytest.mark.slow
 
 REASON = st.missing_requirements()
-AIINFRA = [sys.executable, "-m", "aiinfra.cli"]
-# The test bed's hosts share this machine's filesystem: only the layer under test runs on them
-# (the OS-baseline and hardware roles have their own tests on a chroot).
-SLURM_LAYER = "validate,munge,slurm"
+SLURM_LAYER = st.SLURM_LAYER
 
 
 def aiinfra(root: Path, *args: str, timeout: float = 400) -> subprocess.CompletedProcess:
-    env = dict(os.environ, AIINFRA_ROOT=str(root), COLUMNS="160")
-    return subprocess.run([*AIINFRA, *args], cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+    return st.aiinfra(root, *args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -40,22 +34,8 @@ def bed(tmp_path_factory):
     if REASON:
         pytest.skip(f"real Slurm test bed: {REASON}")
     root = st.prepare_root(tmp_path_factory.mktemp("slurm-testbed"))
-    rendered = aiinfra(root, "render", "--stack", st.STACK)
-    assert rendered.returncode == 0, rendered.stderr
-    testbed = Testbed(st.hosts_from_inventory(root), tmp_path_factory.mktemp("testbed-work"), st.GATEWAY)
-    nodes = st.compute_nodes(root)
-    try:
-        st.wipe_state()
-        st.make_fake_hardware(nodes)
-        testbed.up()
-        extra = st.write_extra_vars(testbed, testbed.workdir / "vars.yml")
-        started = time.monotonic()
-        first = aiinfra(root, "hosts", "up", "--stack", st.STACK, "--tags", SLURM_LAYER, "-e", f"@{extra}")
-        first_s = time.monotonic() - started
-        yield {"root": root, "testbed": testbed, "nodes": nodes, "extra": extra, "first": first,
-               "first_s": first_s, "controller": next(h for h in testbed.hosts if h.name.startswith("ctl"))}
-    finally:
-        testbed.down(compute_first=nodes)
+    with st.running_bed(root, tmp_path_factory.mktemp("testbed-work")) as bed:
+        yield bed
 
 
 def on_controller(bed, command: str, timeout: float = 60) -> str:

@@ -10,16 +10,14 @@ one SU (--switches), the GPUs (--gres), and the USR1 path: checkpoint signal, re
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from harness import slurm_testbed as st
-from harness.testbed import Testbed, wait_until
+from harness.testbed import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -29,9 +27,7 @@ JOB = "tb-smoke"
 
 
 def aiinfra(root: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = dict(os.environ, AIINFRA_ROOT=str(root), COLUMNS="160")
-    return subprocess.run([sys.executable, "-m", "aiinfra.cli", *args], cwd=root, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return st.aiinfra(root, *args, timeout=timeout)
 
 
 def add_training_job(root: Path, checkpoints: Path) -> None:
@@ -56,22 +52,10 @@ def bed(tmp_path_factory):
     work = tmp_path_factory.mktemp("jobs")
     work.chmod(0o777)
     add_training_job(root, work / "checkpoints")
-    rendered = aiinfra(root, "render", "--stack", st.STACK)
-    assert rendered.returncode == 0, rendered.stderr
-    testbed = Testbed(st.hosts_from_inventory(root), tmp_path_factory.mktemp("testbed-work"), st.GATEWAY)
-    nodes = st.compute_nodes(root)
-    try:
-        st.wipe_state()
-        st.make_fake_hardware(nodes)
-        testbed.up()
-        extra = st.write_extra_vars(testbed, testbed.workdir / "vars.yml")
-        up = aiinfra(root, "hosts", "up", "--stack", st.STACK, "--tags", "validate,munge,slurm", "-e", f"@{extra}")
+    with st.running_bed(root, tmp_path_factory.mktemp("testbed-work")) as bed:
+        up = bed["first"]
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
-        controller = next(h for h in testbed.hosts if h.name.startswith("ctl"))
-        yield {"root": root, "testbed": testbed, "controller": controller, "work": work,
-               "script": root / "manifests" / st.STACK / "jobs" / JOB / "sbatch.sh"}
-    finally:
-        testbed.down(compute_first=nodes)
+        yield {**bed, "work": work, "script": root / "manifests" / st.STACK / "jobs" / JOB / "sbatch.sh"}
 
 
 def on_controller(bed, command: str, timeout: float = 60) -> str:

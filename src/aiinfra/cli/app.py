@@ -26,11 +26,30 @@ app = typer.Typer(
     name="aiinfra",
     help="One blueprint per environment -> validated spec -> plan -> rendered Slurm, Kubernetes, Ansible.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish
     pretty_exceptions_enable=False,
 )
 out = console()
 err = console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            out.print(f"aiinfra {version('aiinfra')}", highlight=False)
+        except PackageNotFoundError:  # a checkout on PYTHONPATH, not installed
+            out.print("aiinfra (not installed: run from a checkout)", highlight=False)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="print aiinfra's version and exit")] = False,
+) -> None:
+    """One blueprint per environment -> validated spec -> plan -> rendered Slurm, Kubernetes, Ansible."""
 
 StackOpt = Annotated[
     str | None,
