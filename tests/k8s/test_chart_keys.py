@@ -146,3 +146,15 @@ def test_the_committed_lists_equal_the_script_output_where_the_sources_are_here(
     assert produced, done.stderr
     for path in produced:
         assert path.read_text() == (CHART_KEYS_DIR / path.name).read_text(), path.name
+
+
+@pytest.mark.parametrize("version", ["v25.10.0" * 200, "../../../../etc/passwd", "v25.10.0/../lws-0.10.0"])
+def test_a_chart_version_is_looked_up_not_joined_into_a_path(version):
+    """A version is user input: too long for a file name, or a path out of the lists' folder
+    (found by benchmarks/fuzz.py: OSError 'File name too long')."""
+    bp = yaml.safe_load((ROOT / "stacks" / "Pulumi.dev.yaml").read_text())["config"]["aiinfra:cluster"]
+    bp["versions"]["charts"]["gpu-operator"] = version
+    with pytest.raises(BlueprintError) as exc:
+        build_data(bp, "dev.yaml", "dev")
+    assert "chart-keys-missing" in {p.id for p in exc.value.problems}
+    assert chart_keys("gpu-operator", version) is None

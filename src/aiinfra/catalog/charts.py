@@ -134,11 +134,19 @@ def chart_keys_file(key: str, version: str) -> Path:
 
 
 @cache
+def _committed_key_lists() -> frozenset[str]:
+    """Names of the committed lists: a blueprint's version is looked up among them, never joined
+    into a path (a version is user input: '../x' or 2,000 characters)."""
+    return frozenset(p.name for p in CHART_KEYS_DIR.glob("*.txt"))
+
+
+@cache
 def chart_keys(key: str, version: str) -> frozenset[tuple[str, ...]] | None:
     """The key paths the values of chart ``key`` at ``version`` accept (a path ending in
     :data:`OPEN` opens everything below it), or None when no list is committed for that version."""
-    path = chart_keys_file(key, version)
-    if not path.is_file():
+    name = f"{key}-{version}.txt"
+    if name not in _committed_key_lists():
         return None
+    path = CHART_KEYS_DIR / name
     lines = (line.strip() for line in path.read_text().splitlines())
     return frozenset(split_key_path(line) for line in lines if line and not line.startswith("#"))

@@ -237,8 +237,13 @@ def _check_numbers(value: object, path: tuple, lines: dict[tuple, int]) -> list[
 def _number_problem(at: tuple, value: object, lines: dict[tuple, int]) -> Problem:
     rel = _relative(at)
     return Problem(rel if rel is not None else (), "number-out-of-range",
-                   f"{_shown_number(value)} is not a usable number (limit: finite, at most 2^53)", line=lines.get(at),
+                   f"{_shown_number(value)} is not a usable number (limit: finite, at most 2^53)", line=_line_of(at, lines),
                    hint="give the real value; sizes and rates take a unit, e.g. 2TiB or 1TB/s")
+
+
+def _line_of(at: tuple, lines: dict[tuple, int]) -> int | None:
+    """The line of ``at``, or of its nearest parent with one (a value an alias or merge key brought)."""
+    return next((lines[at[:i]] for i in range(len(at), 0, -1) if at[:i] in lines), None)
 
 
 def _shown_number(value: object) -> str:
