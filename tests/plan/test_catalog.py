@@ -57,6 +57,7 @@ def test_custom_architecture_from_blueprint_shape():
     class Spec:  # the attributes of aiinfra.spec.models.ModelArchitecture
         family, layers, hidden, ffn_hidden, heads, kv_heads, vocab = "llama3", 32, 4096, 14336, 32, 8, 128256
         experts, experts_per_token, tied_embeddings = 1, 1, False
+        rope_theta, qkv_bias, norm_epsilon, norm, mlp, max_context = 500000, False, 1e-5, "rmsnorm", "swiglu", None
 
     arch = resolve_model("my-8b", {"my-8b": Spec()})
     assert arch.params == model("llama3-8b").params  # same shape as Llama 3 8B

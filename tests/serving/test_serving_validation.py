@@ -57,7 +57,8 @@ def test_older_vllm_gets_the_legacy_speculative_flags():
     objs = serving_objects(load_variant(data))["llama3-70b-chat"]
     args = args_of(find(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0])
     assert args["--speculative-model"] == "/lustre/models/meta-llama-3.1-8b-instruct"
-    assert args["--num-speculative-tokens"] == "5" and "--speculative-config" not in args
+    assert args["--num-speculative-tokens"] == str(data["serving"][0]["speculative"]["num_tokens"])
+    assert "--speculative-config" not in args
 
 
 # ---------------------------------------------------------------- bad deployments

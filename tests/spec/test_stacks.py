@@ -1,4 +1,4 @@
-"""The built-in environments load, and their derived facts match the brief and the blueprint."""
+"""The built-in environments load, and their derived facts match the centre's cluster and the blueprint."""
 
 from __future__ import annotations
 
@@ -8,16 +8,44 @@ import json
 from ClusterShell.NodeSet import NodeSet
 
 
-def test_prod_matches_the_brief(prod):
+def test_prod_is_the_centres_cluster(prod):
     c = prod.cluster
-    # The brief: 512 nodes x 8 H100 = 4,096 GPUs, 80 GB each.
+    # The centre's cluster: 512 nodes x 8 H100 = 4,096 GPUs, 80 GB each.
     assert c.totals["gpu_nodes"] == 512
     assert c.totals["gpus"] == 4096
     assert c.totals["hbm_bytes"] == 4096 * 80 * 2**30
-    # The brief's ~3 MW does not cover 4,096 H100 at 700 W plus the nodes around them: the planner says so.
+    # The site's ~3 MW does not cover 4,096 H100 at 700 W plus the nodes around them: the planner says so.
+    # Its speculative decoding pays (a short draft): no serving-speculation-no-gain.
     # trtllm-serve takes no API key: the TensorRT-LLM deployment relies on its gateway's authentication
     # (gateway_auth: true), so prod is not open without credentials.
     assert [p.id for p in prod.warnings] == ["plan-power-budget"]
+
+
+def test_prod_speculation_pays_and_a_long_draft_is_warned():
+    import yaml
+
+    from aiinfra.checks.serving import MIN_SPECULATION_SPEEDUP
+    from aiinfra.pipeline import build_data
+    from conftest import ROOT
+
+    def load_variant(data):
+        return build_data(data, "stacks/Pulumi.prod.yaml", "prod")
+
+    data = yaml.safe_load((ROOT / "stacks" / "Pulumi.prod.yaml").read_text())["config"]["aiinfra:cluster"]
+    built = load_variant(data)
+    planned = [d for d in built.plan.deployments if d.plan.speculation]
+    assert planned and all(d.plan.speculation.speedup >= MIN_SPECULATION_SPEEDUP for d in planned)
+    # prod's earlier draft length: slower than no speculation, so a warning
+    # whose hint names the length that pays
+    spec = data["serving"][0]["speculative"]
+    spec["num_tokens"] = 5
+    warned = [p for p in load_variant(data).warnings if p.id == "serving-speculation-no-gain"]
+    assert [p.key_path for p in warned] == ["aiinfra:cluster.serving[0].speculative"]
+    assert "x decode speed" in warned[0].message and f"num_tokens: {planned[0].dep.speculative.num_tokens}" in warned[0].hint
+    # no draft length pays at a low acceptance rate: the hint asks for another draft, not a length
+    spec["acceptance_rate"] = 0.3
+    (warned,) = [p for p in load_variant(data).warnings if p.id == "serving-speculation-no-gain"]
+    assert "num_tokens" not in warned.hint and "smaller draft model" in warned.hint
 
 
 def test_prod_fabric_is_sixteen_sus_of_eight_rails(prod):

@@ -20,7 +20,7 @@ DEFAULT_PUE = 1.2
 #: node on top of its GPUs' TDP; ``site.node_overhead_w`` overrides it.
 DEFAULT_NODE_OVERHEAD_W = 2000
 
-#: Fraction of GPUs failing per year (checkpoint planning, Young/Daly): the 5 %/year the brief
+#: Fraction of GPUs failing per year (checkpoint planning, Young/Daly): the 5 %/year the centre
 #: assumes; ``site.gpu_annual_failure_rate`` and ``aiinfra size train --afr`` override it.
 DEFAULT_GPU_ANNUAL_FAILURE_RATE = 0.05
 

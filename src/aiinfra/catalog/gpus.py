@@ -11,11 +11,18 @@ NVIDIA's "GB" for device memory is the binary size the device reports (81,559 Mi
 H100 80GB), so memory is kept in GiB (2**30 bytes).
 NVLink bandwidth is the total bidirectional per-GPU figure of the datasheet; the planner uses half
 of it per direction.
+
+A blueprint adds GPU types of its own under ``catalog.gpus`` (:class:`aiinfra.spec.models.GpuType`);
+:func:`resolve_gpu` looks a name up in those first, then here, so additions stay with the blueprint
+that makes them (nothing here is changed). ``nvlink_domain_gpus`` may be larger than a node's GPUs:
+a GB200 NVL72 rack joins 18 trays of 4 GPUs in one 72-GPU NVLink domain.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aiinfra.catalog.names import lookup
 
@@ -34,7 +41,8 @@ class GpuModel:
     tdp_w: int
     nvlink_bandwidth_gb_s: float  # total bidirectional per GPU (datasheet figure)
     nvlink_domain_gpus: int  # GPUs that share one NVLink/NVSwitch domain (HGX baseboard)
-    compute_capability: str
+    compute_capability: str | None  # None: not an NVIDIA GPU
+    vendor: str = "nvidia"  # nvidia | amd: the stack aiinfra renders (driver, CUDA, NCCL, DCGM) is NVIDIA's
 
     @property
     def memory_gib(self) -> float:
@@ -89,3 +97,30 @@ def gpu(name: str) -> GpuModel:
 
 def known_gpu_names() -> list[str]:
     return sorted(GPUS) + sorted(GPU_ALIASES)
+
+
+def is_builtin_gpu(name: str) -> bool:
+    key = name.strip().lower()
+    return key in GPUS or key in GPU_ALIASES
+
+
+def custom_gpu(name: str, spec: Any) -> GpuModel:
+    """A GPU type of a blueprint's ``catalog.gpus`` (:class:`aiinfra.spec.models.GpuType`, or anything
+    with its attributes) as a catalog entry."""
+    return GpuModel(
+        name, spec.product, spec.memory, spec.bf16_dense_tflops, spec.fp8_dense_tflops, spec.int8_dense_tops,
+        spec.memory_bandwidth / 1e9, spec.tdp_w, spec.nvlink_bandwidth / 1e9, spec.nvlink_domain_gpus,
+        spec.compute_capability, spec.vendor,
+    )
+
+
+def resolve_gpu(name: str, custom: Mapping[str, Any] | None = None) -> GpuModel:
+    """A blueprint's GPU reference: a key of its ``catalog.gpus`` or a built-in name or alias."""
+    if custom and name in custom:
+        return custom_gpu(name, custom[name])
+    try:
+        return gpu(name)
+    except KeyError as exc:
+        if custom:
+            raise KeyError(f"{exc.args[0]}; the blueprint's catalog.gpus: {', '.join(sorted(custom))}") from None
+        raise

@@ -12,6 +12,13 @@ Sources (model cards / config.json of the released checkpoints, and the papers):
   input and output embeddings tied as in GPT-2.
 - Mixtral 8x7B (Jiang et al. 2024; HF config.json): 32 layers, d 4,096, FFN 14,336 per expert,
   32 heads, 8 KV heads, vocab 32,000, 8 experts, 2 per token, untied.
+- RoPE base and norm epsilon (HF config.json ``rope_theta``, ``rms_norm_eps``): Llama 3 500,000 and
+  1e-5 (Megatron-LM core_r0.12.0 docs/llama_mistral.md launches Llama 3 with ``--rotary-base
+  500000``); Llama 2 10,000 and 1e-5; Mixtral 1,000,000 and 1e-5 (same doc, Mistral:
+  ``--rotary-base 1000000``); GPT-3 learned positions, LayerNorm epsilon 1e-5 (GPT-2's). No catalog
+  model has a QKV bias. Megatron-LM's defaults are ``--rotary-base 10000`` and ``--norm-epsilon 1e-5``
+  (megatron/training/arguments.py), so a Llama 3 job that did not say its base would train a
+  different model.
 
 Counts (checked in tests): Llama 3 8B 8,030,261,248; Llama 3 70B 70,553,706,496;
 Mixtral 8x7B 46,702,792,704 total, 12,879,925,248 active (~12.9B).
@@ -46,6 +53,9 @@ class LlmArchitecture:
     dropout: bool = False  # trained with dropout (adds masks to the activation memory)
     max_context: int = 0  # longest context the model supports (0: unknown)
     display: str = ""  # human name for messages and tables
+    rope_theta: int = 10_000  # RoPE base (HF rope_theta; Megatron --rotary-base); unused with learned positions
+    qkv_bias: bool = False  # biases on the Q, K and V projections only (Qwen2); linear_bias implies them
+    norm_epsilon: float = 1e-5  # epsilon of every RMSNorm / LayerNorm (HF rms_norm_eps)
 
     def __post_init__(self) -> None:
         if self.hidden % self.heads:
@@ -56,6 +66,8 @@ class LlmArchitecture:
             raise ValueError(f"{self.name}: experts_per_token must be between 1 and experts ({self.experts})")
         if self.norm not in ("rmsnorm", "layernorm"):
             raise ValueError(f"{self.name}: norm must be rmsnorm or layernorm")
+        if self.rope_theta < 1 or not 0 < self.norm_epsilon < 1:
+            raise ValueError(f"{self.name}: rope_theta must be at least 1 and norm_epsilon between 0 and 1")
 
     # ------------------------------------------------------------------ shapes
 
@@ -107,8 +119,10 @@ class LlmArchitecture:
     @property
     def attention_params(self) -> int:
         p = 2 * self.hidden * self.q_dim + 2 * self.hidden * self.kv_dim
+        if self.linear_bias or self.qkv_bias:
+            p += self.q_dim + 2 * self.kv_dim
         if self.linear_bias:
-            p += self.q_dim + 2 * self.kv_dim + self.hidden
+            p += self.hidden
         return p
 
     @property
@@ -173,11 +187,13 @@ class LlmArchitecture:
 
 
 def _llama3(name: str, layers: int, hidden: int, ffn: int, heads: int, display: str) -> LlmArchitecture:
-    return LlmArchitecture(name, "llama3", layers, hidden, ffn, heads, 8, 128256, max_context=131072, display=display)
+    return LlmArchitecture(name, "llama3", layers, hidden, ffn, heads, 8, 128256, max_context=131072, display=display,
+                           rope_theta=500_000)
 
 
 def _llama2(name: str, layers: int, hidden: int, ffn: int, heads: int, kv: int, display: str) -> LlmArchitecture:
-    return LlmArchitecture(name, "llama2", layers, hidden, ffn, heads, kv, 32000, max_context=4096, display=display)
+    return LlmArchitecture(name, "llama2", layers, hidden, ffn, heads, kv, 32000, max_context=4096, display=display,
+                           rope_theta=10_000)
 
 
 MODELS: dict[str, LlmArchitecture] = {
@@ -196,7 +212,7 @@ MODELS: dict[str, LlmArchitecture] = {
         ),
         LlmArchitecture(
             "mixtral-8x7b", "mixtral", 32, 4096, 14336, 32, 8, 32000,
-            experts=8, experts_per_token=2, max_context=32768, display="Mixtral 8x7B",
+            experts=8, experts_per_token=2, max_context=32768, display="Mixtral 8x7B", rope_theta=1_000_000,
         ),
     )
 }
@@ -240,8 +256,15 @@ def custom_architecture(
     experts: int = 1,
     experts_per_token: int = 1,
     tied_embeddings: bool = False,
+    rope_theta: int = 10_000,
+    qkv_bias: bool = False,
+    norm_epsilon: float = 1e-5,
+    norm: str = "rmsnorm",
+    gated_mlp: bool = True,
+    max_context: int = 0,
 ) -> LlmArchitecture:
-    """A Llama-style architecture (SwiGLU, RMSNorm, rotary, no biases) from its hyper-parameters.
+    """A decoder-only architecture from its hyper-parameters: Llama-style (SwiGLU, RMSNorm, rotary,
+    no biases) unless the keywords say otherwise (Qwen2: ``qkv_bias=True``, ``rope_theta=1_000_000``).
 
     ValueError when the numbers are inconsistent (hidden not a multiple of heads ...).
     """
@@ -252,26 +275,38 @@ def custom_architecture(
     return LlmArchitecture(
         name, family, layers, hidden, ffn_hidden, heads, kv_heads, vocab,
         experts=experts, experts_per_token=experts_per_token, tied_embeddings=tied_embeddings,
+        rope_theta=rope_theta, qkv_bias=qkv_bias, norm_epsilon=norm_epsilon, norm=norm, gated_mlp=gated_mlp,
+        max_context=max_context,
     )
 
 
 def resolve_model(name: str, custom: dict | None = None) -> LlmArchitecture:
-    """A blueprint's model reference: a key of its ``models:`` (custom architectures) or a catalog name.
+    """A blueprint's model reference: a key of its ``catalog.models`` (custom architectures) or a
+    catalog name.
 
     ``custom`` maps names to :class:`aiinfra.spec.models.ModelArchitecture` (or anything with the
-    same attributes).
+    same attributes), or to an :class:`LlmArchitecture` already built.
     """
     if custom and name in custom:
         spec = custom[name]
+        if isinstance(spec, LlmArchitecture):  # already resolved (aiinfra size with --layers ...)
+            return spec
         return custom_architecture(
             name,
             layers=spec.layers, hidden=spec.hidden, ffn_hidden=spec.ffn_hidden, heads=spec.heads,
             kv_heads=spec.kv_heads, vocab=spec.vocab, family=spec.family, experts=spec.experts,
             experts_per_token=spec.experts_per_token, tied_embeddings=spec.tied_embeddings,
+            rope_theta=spec.rope_theta, qkv_bias=spec.qkv_bias, norm_epsilon=spec.norm_epsilon, norm=spec.norm,
+            gated_mlp=spec.mlp == "swiglu", max_context=spec.max_context or 0,
         )
     try:
         return model(name)
     except KeyError as exc:
         if custom:
-            raise KeyError(f"{exc.args[0]}; the blueprint's models: {', '.join(sorted(custom))}") from None
+            raise KeyError(f"{exc.args[0]}; the blueprint's catalog.models: {', '.join(sorted(custom))}") from None
         raise
+
+
+def is_builtin_model(name: str) -> bool:
+    key = name.strip().lower()
+    return key in MODELS or key in MODEL_ALIASES

@@ -134,7 +134,7 @@ def check_driver_for_cuda(driver: str, cuda: str) -> Incompatibility | None:
 
 
 def check_nccl(nccl: str) -> Incompatibility | None:
-    """The brief requires NCCL 2.18 or newer."""
+    """The centre's requirements name NCCL 2.18 or newer."""
     if version_tuple(nccl) < (2, 18):
         return Incompatibility("nccl-too-old", f"NCCL {nccl} is older than 2.18, the minimum of this design", ("nccl",))
     return None

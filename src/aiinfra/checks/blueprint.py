@@ -57,10 +57,13 @@ def node_types_exist(v: BlueprintView) -> Iterator[Problem]:
 @validator()
 def catalog_references(v: BlueprintView) -> Iterator[Problem]:
     for name, nt in v.bp.node_types.items():
-        if nt.gpu and nt.gpu.model.lower() not in GPUS and nt.gpu.model.lower() not in GPU_ALIASES:
+        added = v.bp.catalog.gpus
+        if nt.gpu and nt.gpu.model not in added and nt.gpu.model.lower() not in GPUS \
+                and nt.gpu.model.lower() not in GPU_ALIASES:
+            known = [*GPUS, *added]
             yield error(("node_types", name, "gpu", "model"), "unknown-gpu-model",
-                        f"GPU model '{nt.gpu.model}' is not in the catalog{suggest(nt.gpu.model, [*GPUS, *GPU_ALIASES])}",
-                        f"use one of: {', '.join(sorted(GPUS))}")
+                        f"GPU model '{nt.gpu.model}' is not in the catalog{suggest(nt.gpu.model, [*known, *GPU_ALIASES])}",
+                        f"use one of: {', '.join(sorted(known))}, or declare it under catalog.gpus")
         if nt.rails and nt.rails.rate not in LINK_RATES:
             yield error(("node_types", name, "rails", "rate"), "unknown-link-rate",
                         f"link rate '{nt.rails.rate}' is unknown{suggest(nt.rails.rate, list(LINK_RATES))}",

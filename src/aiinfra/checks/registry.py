@@ -75,9 +75,9 @@ def warning(path: tuple, id: str, message: str, hint: str) -> Problem:
 KNOWN_WARNINGS = {
     "rails-without-gpus", "fabric-oversubscribed", "fabric-partial-su", "fabric-su-split", "gpu-nodes-unscheduled",
     "plan-serving-capacity", "plan-power-budget", "plan-spares-short", "train-checkpoint-outside-lustre",
-    "train-no-spare",
+    "train-no-spare", "train-waits-for-nodes",
     "secret-in-url", "secret-token", "secret-key-material", "serving-egress-anywhere", "serving-no-auth",
-    "gitops-repo-placeholder",
+    "gitops-repo-placeholder", "serving-speculation-no-gain",
 }
 
 

@@ -1,8 +1,9 @@
 """Serving preflight beyond the planner's arithmetic (``cluster`` phase): the pinned engine version
 has every flag a deployment needs, multi-node replicas take whole nodes inside one SU, the
 checkpoint can be read (and staged) and its own quantization agrees with the blueprint's, a
-TensorRT-LLM build has local calibration data, all replicas fit their node group, and the API is
-not open without a key (or the gateway's authentication) nor its egress open to anywhere. It reads the
+TensorRT-LLM build has local calibration data, all replicas fit their node group, the API is not
+open without a key (or the gateway's authentication) nor its egress open to anywhere, and planned
+speculative decoding pays for its draft model. It reads the
 deployments as the plan resolved them (:mod:`aiinfra.plan.deployments`), so what is checked is
 exactly what is rendered."""
 
@@ -21,6 +22,7 @@ from aiinfra.plan.deployments import (
     vllm_args,
     vllm_worker_args,
 )
+from aiinfra.plan.serving import speculative_speedup
 from aiinfra.spec.cluster import Cluster
 from aiinfra.spec.models import ServingDeployment
 
@@ -32,6 +34,12 @@ SERVICE_NAME_MAX = 63
 #: An egress CIDR this wide (a /8 is 16.7 M addresses; /0 is every address) lets the server send to
 #: practically anywhere: ``serving-egress-anywhere``.
 EGRESS_ANYWHERE_PREFIX = 8
+#: Planned speculative decoding below this decode speed-up (the planner's, at batch 1, where it pays
+#: most) does not pay for its draft: the draft's weights and KV cache take memory from the batch, and
+#: a gain this small is within the error of the planner's roofline: ``serving-speculation-no-gain``.
+MIN_SPECULATION_SPEEDUP = 1.1
+#: Draft lengths the hint of ``serving-speculation-no-gain`` tries.
+DRAFT_LENGTHS = range(1, 11)
 
 
 
@@ -53,6 +61,7 @@ def check_serving(cluster: Cluster, plan: ClusterPlan) -> list[Problem]:
         problems += _check_calibration(s)
         problems += _check_autoscaling(s)
         problems += _check_exposure(s)
+        problems += _check_speculation(s)
     problems += _check_capacity(cluster, specs)
     problems += _check_service_names(specs)
     return problems
@@ -102,6 +111,22 @@ def _check_engine(cluster: Cluster, s: ResolvedDeployment) -> list[Problem]:
                         "draft-model speculation is not rendered for TensorRT-LLM (its engine needs a "
                         "draft-target build)", "remove speculative, or use engine: vllm"))
     return out
+
+
+def _check_speculation(s: ResolvedDeployment) -> list[Problem]:
+    """A draft model whose planned speed-up is below MIN_SPECULATION_SPEEDUP; the hint names the
+    draft length that pays most with this draft (speculative_speedup, the planner's own formula)."""
+    spec = s.plan.speculation
+    if spec is None or spec.speedup >= MIN_SPECULATION_SPEEDUP:
+        return []
+    best_speedup, best = max((speculative_speedup(spec.acceptance_rate, g, spec.cost_ratio)[1], g) for g in DRAFT_LENGTHS)
+    tune = (f"set speculative.num_tokens: {best} ({best_speedup:.2f}x with this draft), "
+            if best_speedup >= MIN_SPECULATION_SPEEDUP and best != spec.num_tokens else "")
+    return [warning(s.path + ("speculative",), "serving-speculation-no-gain",
+                    f"speculative decoding with draft {spec.draft} ({spec.num_tokens} tokens, acceptance "
+                    f"{spec.acceptance_rate:g}) is planned at {spec.speedup:.2f}x decode speed, below "
+                    f"{MIN_SPECULATION_SPEEDUP:g}x: a draft step costs {spec.cost_ratio:.2f} of a target step",
+                    f"{tune}use a smaller draft model, or remove speculative")]
 
 
 def _flag_hint(d: ServingDeployment, flag: str) -> str:

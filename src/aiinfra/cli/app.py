@@ -28,6 +28,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish
     pretty_exceptions_enable=False,
+    # Plain (click) help for every command, sub-apps included: it wraps at $COLUMNS without cutting
+    # option names, prints "[default: ...]" and "[png]" as written (rich markup would eat them) and
+    # never colours a pipe.
+    rich_markup_mode=None,
 )
 out = console()
 err = console(stderr=True)
@@ -120,7 +124,7 @@ def validate(stack: StackOpt = None, file: FileOpt = None, json_out: JsonOpt = F
 
 @app.command()
 def show(stack: StackOpt = None, file: FileOpt = None, json_out: JsonOpt = False) -> None:
-    """What the environment is: nodes, GPUs, HBM, fabric, storage, schedulers."""
+    """What the environment is: nodes, GPUs, HBM, fabric, storage, schedulers, pinned versions."""
     from aiinfra.render.summary import summary
     from aiinfra.spec.units import format_bytes
 
@@ -173,6 +177,16 @@ def show(stack: StackOpt = None, file: FileOpt = None, json_out: JsonOpt = False
     for name, s in data["schedulers"].items():
         sched.add_row(name, str(s["nodes"]), str(s["gpus"]))
     out.print(sched)
+    # the pins: software versions, then one table per kind (charts, images, exporters)
+    pins = data.get("versions", {})
+    tables = {"versions": {k: v for k, v in pins.items() if not isinstance(v, dict)}}
+    tables |= {f"versions.{k}": v for k, v in pins.items() if isinstance(v, dict) and v}
+    for title, rows in tables.items():
+        if rows:
+            pinned = Table(title=title, show_header=False)
+            for k, v in rows.items():
+                pinned.add_row(k, str(v))
+            out.print(pinned)
 
 
 @app.command()
@@ -262,9 +276,9 @@ def inventory(
 
 # Each layer adds its commands with ``register(app, load)`` in a module of its own.
 def _mount_layers() -> None:
-    from aiinfra.cli import fabric, hosts, init, node, plan
+    from aiinfra.cli import artifacts, fabric, hosts, init, node, plan
 
-    for module in (plan, hosts, fabric, node, init):
+    for module in (plan, hosts, fabric, node, init, artifacts):
         module.register(app, load)
 
 

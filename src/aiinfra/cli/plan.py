@@ -360,10 +360,11 @@ def plan_cluster_tables(console: Console, cluster: ClusterPlan) -> None:
             console.print(goodput_table(job))
     if cluster.claims:
         table = Table(title="claims checked")
-        for col in ("claim", "holds", "the numbers"):
+        for col in ("claim", "verdict", "the numbers"):
             table.add_column(col)
         for c in cluster.claims:
-            table.add_row(c.claim, "yes" if c.holds else "NO", c.verdict)
+            parts = "".join(f"\n{part}: {'yes' if ok else 'no'}" for part, ok in c.parts.items())
+            table.add_row(c.claim, c.status + (parts if c.status == "partly" else ""), c.verdict)
         console.print(table)
 
 
@@ -412,8 +413,10 @@ def size_serve(
 ) -> None:
     """Weights, KV cache, blocks, TP/PP, decode roofline, speculation and replicas of a deployment.
 
-    Unset flags take the blueprint's defaults (a ``serving:`` entry): the request is built by the
-    blueprint's own builder, :func:`aiinfra.plan.serving.serving_request_from_deployment`."""
+    Unset flags take the defaults of a blueprint's serving: entry; the request is planned exactly
+    as the blueprint's would be.
+    \f
+    The request is built by :func:`aiinfra.plan.serving.serving_request_from_deployment`."""
 
     def body() -> None:
         arch = _architecture(model_name, layers, hidden, ffn, heads, kv_heads, vocab, experts, experts_per_token)
@@ -483,9 +486,10 @@ def size_train(
 ) -> None:
     """Memory per GPU, parallel layout, step time, tokens/s and the token budget of a training job.
 
-    Unset flags take the blueprint's defaults (a ``training:`` entry): the request is built by the
-    blueprint's own builder, :func:`aiinfra.plan.training.training_request_from_job`, and planned
-    by the same search."""
+    Unset flags take the defaults of a blueprint's training: entry; the request is planned exactly
+    as the blueprint's would be (the same layout search).
+    \f
+    The request is built by :func:`aiinfra.plan.training.training_request_from_job`."""
 
     def body() -> None:
         arch = _architecture(model_name, layers, hidden, ffn, heads, kv_heads, vocab, experts, experts_per_token)

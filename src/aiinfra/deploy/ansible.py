@@ -21,13 +21,14 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from aiinfra import paths
-from aiinfra.errors import AiinfraError
+from aiinfra.catalog.names import suggest
+from aiinfra.errors import AiinfraError, UsageError
 from aiinfra.plan.cluster import ClusterPlan
 from aiinfra.render import render_all
 from aiinfra.render.writer import TreeDiff, diff_tree, write_tree
@@ -204,6 +205,65 @@ def _abs_extra_vars(value: str) -> str:
     return value
 
 
+# Ansible's own subscript of a group, group[0] or group[0:9] (ansible-core 2.19,
+# lib/ansible/inventory/manager.py PATTERN_WITH_SUBSCRIPT); "gpu[001-032]" it reads as a removed
+# [x-y] subscript of a group "gpu", so aiinfra's hostlists are expanded before Ansible sees them.
+_SUBSCRIPT = re.compile(r"^(.+)\[(-?[0-9]+|[0-9]+:[0-9]*)\]$")
+# Terms of a pattern: Ansible separates them with ',' or ':' (split_host_pattern); brackets hold ranges.
+_TERM = re.compile(r"(?:[^,:\[\]]|\[[^\]]*\])+")
+
+
+def _matches(pattern: str, names: Iterable[str]) -> bool:
+    """Whether an Ansible glob (``gpu0*``) or regex (``~gpu0[12]``) matches one of ``names``."""
+    import fnmatch
+
+    if pattern.startswith("~"):
+        try:
+            regex = re.compile(pattern[1:])
+        except re.error:
+            return False
+        return any(regex.search(n) for n in names)
+    return any(c in pattern for c in "*?") and bool(fnmatch.filter(names, pattern))
+
+
+def resolve_limit(limit: str, groups: dict[str, list[str]], hosts: Iterable[str], strict: bool = True) -> str:
+    """An Ansible ``--limit`` with aiinfra's hostlists (``gpu[001-032]``) expanded to host names.
+
+    Every term (``!`` and ``&`` terms too: a typo in an exclusion would run on the host meant to be
+    left out) must name a host or group of the inventory, match one as a glob or ``~regex``, or be a
+    group with Ansible's ``[0:9]`` subscript; else a UsageError with the closest name. ``strict``
+    False (extra inventories beside the rendered one) passes unknown terms on to Ansible.
+    ``@file`` limits are Ansible's own and pass unchanged."""
+    from ClusterShell.NodeSet import NodeSet, NodeSetParseError
+
+    if limit.startswith("@"):
+        return limit
+    hosts = set(hosts)
+    names = hosts | set(groups) | {"all"}
+    terms: list[str] = []
+    for term in _TERM.findall(limit):
+        sign, body = (term[0], term[1:]) if term[:1] in ("!", "&") else ("", term)
+        sub = _SUBSCRIPT.match(body)
+        if body in names or _matches(body, names) or (sub and (sub[1] in groups or _matches(sub[1], groups))):
+            terms.append(term)
+            continue
+        try:
+            expanded = list(NodeSet(body)) if "[" in body else []
+        except NodeSetParseError:
+            expanded = []
+        unknown = [h for h in expanded if h not in hosts]
+        if expanded and not unknown:
+            terms += [sign + h for h in expanded]
+        elif strict:
+            shown = str(NodeSet.fromlist(unknown)) if unknown else body
+            hint = suggest(unknown[0] if unknown else body, sorted(names))
+            raise UsageError(f"--limit {limit}: {shown} is no host or group of the inventory{hint}; "
+                             f"groups: {', '.join(sorted(groups))}")
+        else:
+            terms.append(term)
+    return ",".join(terms)
+
+
 def _quote(value: str) -> str:
     import shlex
 
@@ -293,6 +353,11 @@ def run_site(
     for path in (playbook_path, inventory):
         if not path.is_file():
             raise DeployError(f"{path} not found")
+    if limit:  # before a run folder is made: a limit that names no host is a usage error
+        from aiinfra.render.inventory import inventory_model
+
+        model = inventory_model(cluster)
+        limit = resolve_limit(limit, model.groups, model.hostvars, strict=not inventories)
     private = new_private_data_dir(root)
     prune_runs(root, keep_runs)
     # ansible-runner drops its limit/tags/forks arguments when a cmdline is given, so every option

@@ -27,6 +27,7 @@ from aiinfra.catalog.charts import chart
 from aiinfra.catalog.platform import COMPONENTS, ComponentSpec
 from aiinfra.deploy.serving_component import serving_components
 from aiinfra.plan.cluster import ClusterPlan
+from aiinfra.plan.mirror import site_chart
 from aiinfra.render import render_all
 from aiinfra.render.platform import VALUES_FILE
 from aiinfra.spec.cluster import Cluster
@@ -177,9 +178,9 @@ def component_args(cluster: Cluster, spec: ComponentSpec, files: dict[str, str])
     objects = [doc for f in listed for doc in yaml.safe_load_all(files[f]) if isinstance(doc, dict) and "kind" in doc]
     release, kustomize = None, None
     if spec.chart and chart(spec.chart).is_kustomize:
-        kustomize = chart(spec.chart).kustomize_url(cluster.blueprint.versions.charts[spec.chart])
+        kustomize = site_chart(cluster, spec.chart).kustomize_url(cluster.blueprint.versions.charts[spec.chart])
     elif spec.chart:
-        c = chart(spec.chart)
+        c = site_chart(cluster, spec.chart)
         release = ChartRelease(
             key=c.key,
             chart=c.reference,

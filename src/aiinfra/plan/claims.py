@@ -1,4 +1,5 @@
-"""Checks of the brief's claims, as functions: each returns the numbers and whether it holds."""
+"""Checks of sizing claims (the statements a centre plans by, e.g. "Llama 3 70B trains in 7 days on
+512 x 8 H100"), as functions: each returns the numbers and whether each part of the claim holds."""
 
 from __future__ import annotations
 
@@ -18,12 +19,23 @@ LLAMA3_TOKENS = 15e12
 @dataclass(frozen=True)
 class ClaimCheck:
     claim: str
-    holds: bool
+    parts: dict[str, bool]  # each statement the claim makes and whether the planner agrees
     numbers: dict[str, Any]
-    verdict: str
+    verdict: str  # the numbers in words
+
+    @property
+    def status(self) -> str:
+        """``holds`` (every part), ``partly`` (some parts) or ``does not`` (none)."""
+        true = sum(self.parts.values())
+        return "holds" if true == len(self.parts) else "partly" if true else "does not"
+
+    @property
+    def holds(self) -> bool:
+        return self.status == "holds"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"claim": self.claim, "holds": self.holds, "verdict": self.verdict, **self.numbers}
+        return {"claim": self.claim, "holds": self.holds, "status": self.status, "parts": self.parts,
+                "verdict": self.verdict, **self.numbers}
 
 
 def check_training_days_claim(
@@ -55,7 +67,7 @@ def check_training_days_claim(
     )
     return ClaimCheck(
         f"{m} trained in {claimed_days:g} days on {nodes} x {gpus_per_node} {req.gpu.name}",
-        holds,
+        {f"{tokens / 1e12:g}T tokens in {claimed_days:g} days": holds},
         {"days_needed": days, "tokens": tokens, "tokens_in_claimed_days": tokens_in_claim, "mfu": plan.mfu,
          "tokens_per_s": plan.tokens_per_s, "layout": plan.layout.short()},
         verdict,
@@ -71,8 +83,9 @@ def check_quantized_fits_claim(
     gpu_memory_utilization: float = 0.9,
 ) -> ClaimCheck:
     """'<model> INT4 = <claimed_gb> GB, runs on one <gpu>': the real weight size (16-bit embeddings
-    and group scales included), and the KV cache left on one GPU. ``holds``: it runs on one GPU
-    with room for at least one max_model_len sequence; ``size_claim_holds``: the size is within 5 %."""
+    and group scales included), and the KV cache left on one GPU. Two parts: the size (within 5 %,
+    ``size_claim_holds``) and one GPU (room for at least one max_model_len sequence, ``fits_one_gpu``);
+    one of the two makes the claim hold ``partly``."""
     m = model(model_name)
     weights = weight_bytes(m, weight_format).total
     naive = m.params * 0.5
@@ -87,16 +100,18 @@ def check_quantized_fits_claim(
     except PlanError:
         kv, seqs, fits, tokens = 0.0, 0, False, 0
     size_ok = abs(weights / GB - claimed_gb) / claimed_gb <= 0.05
-    verdict = (
-        f"{m.title} {weight_format} weights are {weights / GB:.1f} GB ({weights / GIB:.1f} GiB), not "
-        f"{claimed_gb:g} GB (the bare 4 bits x {m.params / 1e9:.1f}B parameters = {naive / GB:.1f} GB leaves out "
-        f"16-bit embeddings/lm_head and group scales); on one {req.gpu.name} at {gpu_memory_utilization:g} "
-        + (f"{kv / GIB:.1f} GiB remain for the KV cache: {tokens:,} tokens, {seqs} sequences of {max_model_len}"
-           if fits else "it does not fit")
+    size = f"{m.title} {weight_format} weights are {weights / GB:.1f} GB ({weights / GIB:.1f} GiB)"
+    if not size_ok:
+        size += (f", not {claimed_gb:g} GB (the bare 4 bits x {m.params / 1e9:.1f}B parameters = {naive / GB:.1f} GB "
+                 "leaves out 16-bit embeddings/lm_head and group scales)")
+    verdict = size + (
+        f"; it runs on one {req.gpu.name}: at {gpu_memory_utilization:g} {kv / GIB:.1f} GiB remain for the KV cache, "
+        f"{tokens:,} tokens, {seqs} sequences of {max_model_len}" if fits
+        else f"; it does not fit one {req.gpu.name} at {gpu_memory_utilization:g} with a {max_model_len}-token sequence"
     )
     return ClaimCheck(
         f"{m.title} INT4 = {claimed_gb:g} GB (one {req.gpu.name})",
-        fits,
+        {f"{claimed_gb:g} GB": size_ok, f"one {req.gpu.name}": fits},
         {"size_claim_holds": size_ok, "weights_bytes": weights, "naive_4bit_bytes": naive, "fits_one_gpu": fits, "kv_cache_bytes": kv,
          "kv_cache_tokens": tokens, "max_concurrent_sequences": seqs},
         verdict,

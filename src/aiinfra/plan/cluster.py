@@ -25,7 +25,7 @@ from aiinfra.catalog.defaults import (
     DEFAULT_NODE_OVERHEAD_W,
     DEFAULT_PUE,
 )
-from aiinfra.catalog.gpus import gpu
+from aiinfra.catalog.gpus import resolve_gpu
 from aiinfra.errors import Level, Problem
 from aiinfra.plan.claims import ClaimCheck, check_quantized_fits_claim, check_training_days_claim
 from aiinfra.plan.common import PlanError
@@ -83,7 +83,7 @@ def plan_blueprint(bp: Blueprint, groups: Iterable[Group] | None = None) -> Clus
     """Plan every job and deployment of a blueprint; problems instead of exceptions. ``groups``: the
     Cluster's node groups (built from the blueprint's hostlists when not given)."""
     if groups is None:
-        groups = [Group(g, bp.node_types[g.type], tuple(NodeSet(g.hosts)))
+        groups = [Group(g, bp.node_types[g.type], tuple(NodeSet(g.hosts)), gpu_types=bp.catalog.gpus)
                   for g in bp.node_groups if g.type in bp.node_types]
     groups = _group_gpus(groups)
     problems: list[Problem] = []
@@ -114,8 +114,8 @@ def plan_blueprint(bp: Blueprint, groups: Iterable[Group] | None = None) -> Clus
                                     "(in service, spares held back): it pends until nodes return",
                                     Level.WARNING, hint="repair the nodes out of service, or ask for fewer nodes"))
         try:
-            req = training_request_from_job(job, model_name, per_node, bp.models, site=bp.site,
-                                            inter_node_link=link)
+            req = training_request_from_job(job, model_name, per_node, bp.catalog.models, site=bp.site,
+                                            inter_node_link=link, custom_gpus=bp.catalog.gpus)
             plan = plan_training(req)
         except KeyError as exc:
             problems.append(Problem(path + ("model",), "plan-unknown-name", str(exc.args[0]), hint=UNKNOWN_HINT))
@@ -137,7 +137,8 @@ def plan_blueprint(bp: Blueprint, groups: Iterable[Group] | None = None) -> Clus
                                     f"node group '{dep.node_group}' has no GPUs to serve on", hint=NO_GPUS_HINT))
             continue
         try:
-            plan = plan_serving(serving_request_from_deployment(dep, model_name, per_node, bp.models))
+            plan = plan_serving(serving_request_from_deployment(dep, model_name, per_node, bp.catalog.models,
+                                                                custom_gpus=bp.catalog.gpus))
         except KeyError as exc:
             problems.append(Problem(path + ("model",), "plan-unknown-name", str(exc.args[0]), hint=UNKNOWN_HINT))
             continue
@@ -152,7 +153,7 @@ def plan_blueprint(bp: Blueprint, groups: Iterable[Group] | None = None) -> Clus
 
     power = None
     try:
-        node_power = [NodePower(n, gpu(m) if m else None, c) for m, c, _, n in groups.values()]
+        node_power = [NodePower(n, resolve_gpu(m, bp.catalog.gpus) if m else None, c) for m, c, _, n in groups.values()]
     except KeyError as exc:
         problems.append(Problem(("node_types",), "plan-unknown-name", str(exc.args[0]), hint=UNKNOWN_HINT))
         node_power = []
@@ -193,7 +194,7 @@ def plan_blueprint(bp: Blueprint, groups: Iterable[Group] | None = None) -> Clus
 
 
 NO_GPUS_HINT = "name a node group whose node type has a gpu: section"
-UNKNOWN_HINT = "use one of the known names, or declare the model under models:"
+UNKNOWN_HINT = "use one of the known names, or declare it under catalog.models (catalog.gpus for a GPU type)"
 TRAINING_HINT = "change the job's tp, pp, micro_batch, global_batch or nodes; aiinfra size train shows layouts that fit"
 SERVING_HINT = ("change tp, pp, quantization, kv_cache_dtype or max_model_len; aiinfra size serve shows what fits")
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiinfra.catalog import engines as eng
 from aiinfra.plan.fabric_env import nccl_env
+from aiinfra.plan.mirror import site_image
 from aiinfra.plan.serving import ServingPlan, weight_bytes
 from aiinfra.spec.cluster import Cluster, Group
 from aiinfra.spec.fabric import FabricSummary
@@ -167,7 +168,7 @@ def resolve_deployments(cluster: Cluster, serving: tuple[ServingPlan, ...]) -> t
             continue  # the planner already reported why
         engine = eng.engine(dep.engine)
         key = dep.image or dep.engine
-        image = bp.versions.images.get(key, "")
+        image = site_image(cluster, bp.versions.images.get(key, ""))
         version = eng.image_version(image) if image else None
         lustre_weights = dep.weights_path or f"{mount}/models/{dep.model}"
         spec_ = dep.speculative

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiinfra.catalog.models import LlmArchitecture
 from aiinfra.plan.fabric_env import nccl_env
+from aiinfra.plan.mirror import site_image
 from aiinfra.plan.reliability import ReliabilityPlan
 from aiinfra.plan.training import FRAMEWORK_ZERO_STAGES, TrainingPlan, stage_layer_counts
 from aiinfra.spec.cluster import Cluster, Group
@@ -214,11 +215,19 @@ def megatron_args(plan: TrainingPlan, job: TrainingJob, ckpt: Checkpointing, tra
         args += ["--group-query-attention", "--num-query-groups", str(m.kv_heads)]
     if m.gated_mlp:
         args.append("--swiglu")
-    if m.norm == "rmsnorm":
-        args += ["--normalization", "RMSNorm"]
+    # names and defaults from Megatron-LM core_r0.12.0 megatron/training/arguments.py: --normalization
+    # (LayerNorm), --norm-epsilon (1e-5), --disable-bias-linear, --add-qkv-bias, --position-embedding-type
+    # (learned_absolute), --rotary-base (int, 10000): every value is written, none left to a default
+    args += ["--normalization", "RMSNorm" if m.norm == "rmsnorm" else "LayerNorm",
+             "--norm-epsilon", f"{m.norm_epsilon:g}"]
     if not m.linear_bias:
         args.append("--disable-bias-linear")
-    args += ["--position-embedding-type", "learned_absolute" if m.learned_positions else "rope"]
+        if m.qkv_bias:
+            args.append("--add-qkv-bias")
+    if m.learned_positions:
+        args += ["--position-embedding-type", "learned_absolute"]
+    else:
+        args += ["--position-embedding-type", "rope", "--rotary-base", str(m.rope_theta)]
     if not m.tied_embeddings:
         args.append("--untie-embeddings-and-output-weights")
     if not m.dropout:
@@ -339,7 +348,7 @@ def resolve_job(cluster: Cluster, index: int, plan: TrainingPlan, rel: Reliabili
         ds = deepspeed_config(plan, job)
     return ResolvedJob(
         env=cluster.env, source=cluster.source, spec=job, group=group, plan=plan, reliability=rel,
-        scheduler=group.scheduler, image_key=image_key, image=bp.versions.images.get(image_key, ""),
+        scheduler=group.scheduler, image_key=image_key, image=site_image(cluster, bp.versions.images.get(image_key, "")),
         partition=partition,
         time_limit=None if max_time in (None, "UNLIMITED", "INFINITE") else max_time,
         signal_lead_s=signal_lead_s(plan.step_time_s, ckpt.write_s),

@@ -1,6 +1,6 @@
 """Reliability: cluster MTBF, checkpoint size and write time, Young/Daly interval, goodput.
 
-- Failures: each GPU fails independently at ``afr`` per year (default: the brief's, in
+- Failures: each GPU fails independently at ``afr`` per year (default: the centre's planning figure, in
   :mod:`aiinfra.catalog.defaults`), so a job on
   n GPUs sees n x afr failures a year: MTBF = 8,760 h / (n x afr); failures of the job's nodes from
   other parts (``other_failures_per_year``, default 0) add to the rate.

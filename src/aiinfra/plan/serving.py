@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiinfra.catalog.formats import NumericFormat, kv_bytes_per_value, numeric_format
-from aiinfra.catalog.gpus import GpuModel, gpu
+from aiinfra.catalog.gpus import GpuModel, resolve_gpu
 from aiinfra.catalog.models import LlmArchitecture, resolve_model
 from aiinfra.plan.common import GB, GIB, PlanError, gb, gib, require_positive
 
@@ -502,7 +502,8 @@ def check_serving(req: ServingRequest) -> ServingPlan:
 
 
 def serving_request_from_deployment(
-    dep: Any, gpu_name: str, gpus_per_node: int, custom_models: dict[str, Any] | None = None
+    dep: Any, gpu_name: str, gpus_per_node: int, custom_models: dict[str, Any] | None = None,
+    custom_gpus: dict[str, Any] | None = None,
 ) -> ServingRequest:
     """Map a blueprint ``ServingDeployment`` (aiinfra.spec.models) onto a request.
 
@@ -518,7 +519,7 @@ def serving_request_from_deployment(
                        "num_speculative_tokens": spec.num_tokens, "acceptance_rate": spec.acceptance_rate}
     return ServingRequest(
         model=resolve_model(dep.model, custom_models),
-        gpu=gpu(gpu_name),
+        gpu=resolve_gpu(gpu_name, custom_gpus),
         gpus_per_node=gpus_per_node,
         weight_format=dep.dtype if dep.quantization == "none" else dep.quantization,
         dtype=dep.dtype,

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiinfra.catalog.defaults import DEFAULT_INTER_NODE_LINK, DEFAULT_NODE_OVERHEAD_W, DEFAULT_PUE
-from aiinfra.catalog.gpus import GpuModel, gpu
+from aiinfra.catalog.gpus import GpuModel, resolve_gpu
 from aiinfra.catalog.links import link_rate
 from aiinfra.catalog.models import LlmArchitecture, resolve_model
 from aiinfra.plan.common import DAY_S, GB, GIB, HOUR_S, PlanError, divisors, gib, require_positive
@@ -537,7 +537,7 @@ def step_time(request: TrainingRequest, layout: Layout, memory: TrainingMemory |
 
     nvlink = r.gpu.nvlink_unidirectional_gb_s * GB * LINK_EFFICIENCY
     ib = link_rate(r.inter_node_link).gbytes_per_s * GB * LINK_EFFICIENCY
-    node = r.gpus_per_node
+    node = _tp_domain(r)  # GPUs that talk over NVLink: a node, or a multi-node NVLink domain
     s_local = r.seq_len / lay.cp
     act_msg = s_local * lay.micro_batch * m.hidden * 2  # one micro-batch's hidden states, bytes
     stage_layers = _stage_layers(m.layers, lay.pp)
@@ -586,8 +586,17 @@ def _global_batch(request: TrainingRequest, dp: int) -> int:
     return max(1, math.ceil(DEFAULT_GLOBAL_BATCH_TOKENS / request.seq_len / unit)) * unit
 
 
+def nvlink_reach(gpus_per_node: int, gpu: GpuModel) -> int:
+    """GPUs a rank reaches over NVLink: its node's (HGX: one NVSwitch domain per node), or the whole
+    domain when the domain is whole nodes (GB200 NVL72: 18 nodes of 4 GPUs, 72)."""
+    domain = gpu.nvlink_domain_gpus
+    if domain > gpus_per_node and domain % gpus_per_node == 0:
+        return domain
+    return min(gpus_per_node, domain)
+
+
 def _tp_domain(request: TrainingRequest) -> int:
-    return min(request.gpus_per_node, request.gpu.nvlink_domain_gpus)
+    return nvlink_reach(request.gpus_per_node, request.gpu)
 
 
 def _layout_problem(request: TrainingRequest, tp: int, pp: int, dp: int, cp: int, explicit: bool) -> str | None:
@@ -603,9 +612,11 @@ def _layout_problem(request: TrainingRequest, tp: int, pp: int, dp: int, cp: int
         return f"TP {tp} does not divide the FFN width {m.ffn_hidden}"
     if tp > _tp_domain(request) and not request.allow_tp_across_nodes:
         return (
-            f"TP {tp} is larger than the NVLink domain ({_tp_domain(request)} GPUs per node); "
+            f"TP {tp} is larger than the NVLink domain ({_tp_domain(request)} GPUs); "
             "tensor parallelism across nodes must be allowed explicitly"
         )
+    if request.gpus_per_node < tp <= _tp_domain(request) and _tp_domain(request) % tp:
+        return f"TP {tp} does not divide the {_tp_domain(request)}-GPU NVLink domain: a TP group would leave it"
     if pp > m.layers:
         return f"PP {pp} is more than the model's {m.layers} layers"
     if m.layers < 2 * pp and m.layers % pp:
@@ -807,6 +818,12 @@ def plan_training(request: TrainingRequest, keep_alternatives: int = 5) -> Train
         )
     if r.model.is_moe:
         warnings.append("MoE experts are split by tensor parallelism; expert parallelism is not modelled")
+    if lay.tp > r.gpus_per_node and lay.tp <= _tp_domain(r):
+        warnings.append(
+            f"TP {lay.tp} spans {lay.tp // r.gpus_per_node} nodes over the {_tp_domain(r)}-GPU NVLink domain: "
+            "the job's nodes must be whole NVLink domains in node order (the aiinfra.io/nvlink-domain label), "
+            "or its tensor parallelism runs over InfiniBand"
+        )
     others = sorted((c for c in cands if c.memory.fits and c is not chosen), key=lambda c: c.time.total_s)
     return TrainingPlan(
         request=r, layout=lay, memory=chosen.memory, estimate=chosen.time, step_time_s=step,
@@ -831,13 +848,14 @@ def training_request_from_job(
     *,
     site: Any = None,
     inter_node_link: str = DEFAULT_INTER_NODE_LINK,
+    custom_gpus: dict[str, Any] | None = None,
 ) -> TrainingRequest:
     """Map a blueprint ``TrainingJob`` (aiinfra.spec.models) onto a request.
 
     The one request builder: the blueprint path (:func:`aiinfra.plan.cluster.plan_blueprint`) and
     ``aiinfra size train`` (which builds a ``TrainingJob`` from its flags) both call it, so both
     get the blueprint's defaults. ``gpu_name`` and ``gpus_per_node`` come from the job's node
-    group's node type; ``site`` (a ``Site``) supplies the node overhead and PUE for the energy
+    group's node type (``custom_gpus``: the blueprint's ``catalog.gpus``); ``site`` (a ``Site``) supplies the node overhead and PUE for the energy
     figure. KeyError for an unknown model or GPU name (with a suggestion); PlanError for sharding
     the framework cannot run (:func:`job_sharding_problem`).
     """
@@ -847,7 +865,7 @@ def training_request_from_job(
     auto = lambda v: None if v == "auto" else v  # noqa: E731
     return TrainingRequest(
         model=resolve_model(job.model, custom_models),
-        gpu=gpu(gpu_name),
+        gpu=resolve_gpu(gpu_name, custom_gpus),
         gpus=job.nodes * gpus_per_node,
         gpus_per_node=gpus_per_node,
         tp=auto(job.tp), pp=auto(job.pp), dp=auto(job.dp), cp=auto(job.cp), vpp=auto(job.virtual_pipeline_stages),

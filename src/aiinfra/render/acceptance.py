@@ -6,6 +6,7 @@ from __future__ import annotations
 from aiinfra.plan.acceptance import NCCL_TESTS_ARGS, TESTS, thresholds_table
 from aiinfra.plan.cluster import ClusterPlan
 from aiinfra.plan.fabric_env import nccl_env
+from aiinfra.plan.mirror import site_image
 from aiinfra.render import Artifacts, renderer
 from aiinfra.render.jobs import enroot_image
 from aiinfra.render.templates import dump_json, fold, render_template, shell_quote
@@ -41,7 +42,7 @@ def render_acceptance(cluster: Cluster, plan: ClusterPlan) -> Artifacts:
             "acceptance/nccl-tests.sbatch.j2", env=cluster.env, source=cluster.source, partition=part.name,
             tests=TESTS, args=NCCL_TESTS_ARGS, efficiency=f"{thresholds_table(cluster, group)['efficiency']:g}",
             in_service=fold(hosts), gpus_per_node=group.gpus_per_node,
-            image=enroot_image(image) if image else None, host_bin=NCCL_TESTS_HOST_BIN, mpi=NCCL_TESTS_MPI,
+            image=enroot_image(site_image(cluster, image)) if image else None, host_bin=NCCL_TESTS_HOST_BIN, mpi=NCCL_TESTS_MPI,
             nccl=nccl_env(cluster, group), q=shell_quote, su_nodes=su_nodes,
             sus={su: fold(members) for su, members in sorted(sus.items())},
         )

@@ -26,6 +26,7 @@ import yaml
 
 from aiinfra.catalog.charts import chart
 from aiinfra.catalog.platform import COMPONENTS, ComponentSpec
+from aiinfra.plan.mirror import site_chart
 from aiinfra.render import Artifacts, finisher
 from aiinfra.render.k8s_hosts import chart_version
 from aiinfra.render.kubernetes import namespaces, uses_kubernetes
@@ -81,10 +82,10 @@ def application(cluster: Cluster, spec: ComponentSpec, folder_files: set[str], w
     has_objects = bool(folder_files - {VALUES_FILE, "kustomization.yaml"})
     sources: list[dict] = []
     if spec.chart and chart(spec.chart).is_kustomize:  # a kustomize folder of the project's repository
-        c = chart(spec.chart)
+        c = site_chart(cluster, spec.chart)
         sources.append({"repoURL": c.repository, "targetRevision": chart_version(cluster, c.key), "path": c.path})
     elif spec.chart:
-        c = chart(spec.chart)
+        c = site_chart(cluster, spec.chart)
         sources.append({
             "repoURL": c.argocd_repo_url,
             "chart": c.chart,
@@ -129,7 +130,7 @@ def application(cluster: Cluster, spec: ComponentSpec, folder_files: set[str], w
 def project(cluster: Cluster, specs: list[ComponentSpec]) -> dict:
     k8s = cluster.blueprint.kubernetes
     assert k8s is not None and k8s.gitops_repo
-    repos = sorted({k8s.gitops_repo, *(chart(s.chart).argocd_repo_url for s in specs if s.chart)})
+    repos = sorted({k8s.gitops_repo, *(site_chart(cluster, s.chart).argocd_repo_url for s in specs if s.chart)})
     spaces = sorted({"default", *(ns.name for ns in namespaces(cluster)), *(s.namespace for s in specs)})
     return {
         "apiVersion": "argoproj.io/v1alpha1",

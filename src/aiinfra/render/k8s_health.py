@@ -41,6 +41,7 @@ from aiinfra.catalog.k8s_resources import (
 )
 from aiinfra.paths import project_root, templates_dir
 from aiinfra.plan.cluster import ClusterPlan
+from aiinfra.plan.mirror import site_image
 from aiinfra.render import Artifacts, renderer
 from aiinfra.render.jobs import dump_objects
 from aiinfra.render.k8s_topology import GPU_TAINT, kubernetes_groups
@@ -176,7 +177,7 @@ def config_map(cluster: Cluster) -> dict:
 
 
 def daemon_set(cluster: Cluster, config: dict) -> dict:
-    image = cluster.blueprint.versions.images[NODECHECK_IMAGE_KEY]  # checks.node_health: pinned
+    image = site_image(cluster, cluster.blueprint.versions.images[NODECHECK_IMAGE_KEY])  # checks.node_health: pinned
     # a new script restarts the pods; the expectations and probes are read again on every round
     # (the ConfigMap volume is updated in place), so adding a node changes no other node's pod
     digest = hashlib.sha256(config["data"][NAME].encode()).hexdigest()

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 
-from aiinfra.catalog.charts import CNI_CHARTS, chart
+from aiinfra.catalog.charts import CNI_CHARTS
 from aiinfra.catalog.versions import version_tuple
 from aiinfra.plan.cluster import ClusterPlan
+from aiinfra.plan.mirror import site_chart
 from aiinfra.render import Artifacts, renderer
 from aiinfra.render.k8s_topology import kubernetes_hosts, node_labels, node_taints
 from aiinfra.render.kubernetes import uses_kubernetes
@@ -144,7 +145,7 @@ def role_data(cluster: Cluster) -> dict:
     assert k8s is not None
     version = kubernetes_version(cluster)
     major, minor = version_tuple(version)[:2]
-    cni = chart(CNI_CHARTS[k8s.cni])
+    cni = site_chart(cluster, CNI_CHARTS[k8s.cni])
     return {
         "kubernetes_version": version,
         "kubernetes_minor": f"{major}.{minor}",

@@ -3,8 +3,8 @@ the file header, object metadata, a file of objects and a chart's ``values.yaml`
 
 from __future__ import annotations
 
-from aiinfra.catalog.charts import chart
 from aiinfra.catalog.platform import ComponentSpec
+from aiinfra.plan.mirror import site_chart
 from aiinfra.render.k8s_hosts import chart_version
 from aiinfra.render.templates import dump_yaml, dump_yaml_documents
 from aiinfra.spec.cluster import Cluster
@@ -28,7 +28,7 @@ def objects_file(cluster: Cluster, what: str, objects: list[dict]) -> str:
 
 
 def values_file(cluster: Cluster, spec: ComponentSpec, values: dict) -> str:
-    c = chart(spec.chart or "")
+    c = site_chart(cluster, spec.chart or "")
     version = chart_version(cluster, c.key)
     repo = "" if c.is_oci else f" --repo {c.repository}"
     return (header(cluster, f"Helm values of {c.reference} {version}")

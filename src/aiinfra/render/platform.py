@@ -45,6 +45,7 @@ from aiinfra.catalog.k8s_resources import (
 )
 from aiinfra.catalog.platform import COMPONENTS, DCGM_CONFIGMAP, DCGM_CSV_KEY, ComponentSpec
 from aiinfra.plan.cluster import ClusterPlan
+from aiinfra.plan.mirror import site_image
 from aiinfra.plan.platform_values import CHART_VALUES
 from aiinfra.render import Artifacts, renderer
 from aiinfra.render.k8s_hosts import chart_version
@@ -122,7 +123,7 @@ def render_network_operator(cluster: Cluster, spec: ComponentSpec) -> dict[str, 
     netdevs = rail_netdevs(cluster, groups)
 
     def image(key: str) -> dict:
-        return {"image": NETWORK_OPERATOR_IMAGES[key], "repository": NETWORK_OPERATOR_IMAGE_REPOSITORY,
+        return {"image": NETWORK_OPERATOR_IMAGES[key], "repository": site_image(cluster, NETWORK_OPERATOR_IMAGE_REPOSITORY),
                 "version": tag}
 
     values = CHART_VALUES[spec.name](cluster)

@@ -12,7 +12,7 @@ from functools import cached_property
 
 from ClusterShell.NodeSet import NodeSet
 
-from aiinfra.catalog.gpus import GpuModel, gpu
+from aiinfra.catalog.gpus import GpuModel, resolve_gpu
 from aiinfra.catalog.links import link_rate
 from aiinfra.spec import addressing
 from aiinfra.spec.fabric import (
@@ -48,6 +48,7 @@ class Group:
     hosts: tuple[str, ...]  # in the rendered files: every host but the decommissioned ones
     states: Mapping[str, NodeState] = field(default_factory=dict)  # hosts drained or down, by name
     su_count: int = 0  # scalable units the group's GPU nodes sit in (spares are held per SU)
+    gpu_types: Mapping[str, object] = field(default_factory=dict)  # the blueprint's catalog.gpus
 
     @property
     def in_service(self) -> tuple[str, ...]:
@@ -77,7 +78,7 @@ class Group:
 
     @property
     def gpu(self) -> GpuModel | None:
-        return gpu(self.node_type.gpu.model) if self.node_type.gpu else None
+        return resolve_gpu(self.node_type.gpu.model, self.gpu_types) if self.node_type.gpu else None
 
     @property
     def gpus_per_node(self) -> int:
@@ -205,7 +206,7 @@ def build_cluster(env: str, source: str, bp: Blueprint, expanded: dict[str, tupl
     groups = {
         g.name: Group(g, bp.node_types[g.type], expanded[g.name],
                       {h: states[h] for h in expanded[g.name] if h in states},
-                      len({sus[h] for h in expanded[g.name] if h in sus}))
+                      len({sus[h] for h in expanded[g.name] if h in sus}), bp.catalog.gpus)
         for g in bp.node_groups
     }
     nets = bp.networks

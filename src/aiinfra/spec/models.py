@@ -21,9 +21,12 @@ from pydantic import (
     Field,
     PlainSerializer,
     WithJsonSchema,
+    model_validator,
 )
 
 from aiinfra.catalog import defaults
+from aiinfra.catalog.gpus import is_builtin_gpu
+from aiinfra.catalog.models import is_builtin_model
 from aiinfra.spec.units import parse_bytes, parse_bytes_per_s
 
 
@@ -123,7 +126,9 @@ Fraction = Annotated[float, Field(gt=0, le=1)]
 
 
 class GpuSpec(Strict):
-    model: str = Field(description="GPU model from the catalog, e.g. h100-80gb (aiinfra size lists them)")
+    model: str = Field(
+        description="GPU model from the catalog, e.g. h100-80gb (aiinfra size lists them), or a key of catalog.gpus"
+    )
     count: PosInt = Field(description="GPUs per node")
 
 
@@ -395,16 +400,120 @@ class Versions(Strict):
 
 
 class ModelArchitecture(Strict):
-    family: str = Field(description="tokenizer family; a speculative draft must share it")
-    layers: PosInt
-    hidden: PosInt
-    ffn_hidden: PosInt
-    heads: PosInt
-    kv_heads: PosInt
-    vocab: PosInt
-    experts: PosInt = Field(1, description="MoE experts per layer (1: dense)")
-    experts_per_token: PosInt = 1
-    tied_embeddings: bool = False
+    """A decoder-only transformer, as its checkpoint's config.json (Hugging Face names in brackets) says."""
+
+    family: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$", description="tokenizer family; a speculative draft must share it"
+    )
+    layers: Annotated[int, Field(ge=1, le=1024)] = Field(description="transformer layers [num_hidden_layers]")
+    hidden: Annotated[int, Field(ge=1, le=1_048_576)] = Field(description="model width [hidden_size]")
+    ffn_hidden: Annotated[int, Field(ge=1, le=4_194_304)] = Field(
+        description="MLP width, per expert for MoE [intermediate_size]"
+    )
+    heads: Annotated[int, Field(ge=1, le=4096)] = Field(description="attention heads [num_attention_heads]")
+    kv_heads: Annotated[int, Field(ge=1, le=4096)] = Field(
+        description="key/value heads, grouped-query attention; equal to heads without it [num_key_value_heads]"
+    )
+    vocab: Annotated[int, Field(ge=1, le=16_777_216)] = Field(description="vocabulary [vocab_size]")
+    experts: Annotated[int, Field(ge=1, le=4096)] = Field(1, description="MoE experts per layer (1: dense)")
+    experts_per_token: Annotated[int, Field(ge=1, le=4096)] = Field(
+        1, description="experts each token is routed to [num_experts_per_tok]"
+    )
+    tied_embeddings: bool = Field(
+        False, description="output projection shares the input embedding [tie_word_embeddings]"
+    )
+    rope_theta: Annotated[int, Field(ge=1, le=10**12)] = Field(
+        description="RoPE base, a whole number as Megatron-LM's --rotary-base takes it [rope_theta], e.g. 500000 "
+        "(Llama 3), 1000000 (Qwen2.5); required: Megatron-LM's default (10000) is not most models'",
+    )
+    qkv_bias: bool = Field(False, description="biases on the Q, K and V projections only (Qwen2, Qwen2.5)")
+    norm_epsilon: Annotated[float, Field(gt=0, le=0.01, strict=False)] = Field(
+        description="epsilon of the normalisation layers [rms_norm_eps], e.g. 1e-5 (Llama 3), 1e-6 (Qwen2.5)",
+    )
+    norm: Literal["rmsnorm", "layernorm"] = Field("rmsnorm", description="normalisation layers")
+    mlp: Literal["swiglu", "gelu"] = Field(
+        "swiglu", description="swiglu: gated MLP (gate, up, down) [hidden_act: silu]; gelu: two matrices"
+    )
+    max_context: Annotated[int, Field(ge=1, le=16_777_216)] | None = Field(
+        None, description="longest context the model supports [max_position_embeddings]; longer jobs are warned"
+    )
+
+    @model_validator(mode="after")
+    def _shapes(self) -> ModelArchitecture:
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden {self.hidden} is not a multiple of heads {self.heads}")
+        if self.heads % self.kv_heads:
+            raise ValueError(f"heads {self.heads} is not a multiple of kv_heads {self.kv_heads}")
+        if self.experts_per_token > self.experts:
+            raise ValueError(f"experts_per_token {self.experts_per_token} is more than experts {self.experts}")
+        return self
+
+
+class GpuType(Strict):
+    """A GPU type a blueprint adds to the catalog (figures from its datasheet, dense tensor rates)."""
+
+    product: str = Field(
+        pattern=r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$",
+        description="product name as the driver reports it (nvidia-smi, GPU Feature Discovery's "
+        "nvidia.com/gpu.product), spaces as '-', e.g. NVIDIA-B200; also a Kubernetes label value",
+    )
+    vendor: Literal["nvidia", "amd"] = Field(
+        "nvidia", description="nvidia, or amd (declared for planning; node types cannot use it: the rendered "
+        "stack is NVIDIA's)",
+    )
+    memory: Bytes = Field(description="device memory as the device reports it, e.g. 180GiB")
+    memory_bandwidth: BytesPerS = Field(description="HBM bandwidth, e.g. 8TB/s")
+    bf16_dense_tflops: Annotated[float, Field(gt=0, le=100_000, strict=False)] = Field(
+        description="BF16 dense tensor TFLOP/s (without sparsity)"
+    )
+    fp8_dense_tflops: Annotated[float, Field(gt=0, le=200_000, strict=False)] | None = Field(
+        None, description="FP8 dense tensor TFLOP/s; absent: no FP8 tensor cores"
+    )
+    int8_dense_tops: Annotated[float, Field(gt=0, le=200_000, strict=False)] = Field(
+        description="INT8 dense tensor TOP/s"
+    )
+    tdp_w: Annotated[int, Field(ge=1, le=10_000)] = Field(description="board power (TDP) in W")
+    nvlink_bandwidth: BytesPerS = Field(
+        description="NVLink (or Infinity Fabric) bandwidth per GPU, both directions together as datasheets "
+        "give it, e.g. 1.8TB/s"
+    )
+    nvlink_domain_gpus: Annotated[int, Field(ge=1, le=1024)] = Field(
+        description="GPUs in one NVLink domain: 8 on an HGX board (one node), 72 in a GB200 NVL72 rack "
+        "(18 nodes of 4); a domain larger than a node spans consecutive nodes and tensor parallelism may too",
+    )
+    compute_capability: Annotated[str, Field(pattern=r"^[0-9]{1,2}\.[0-9]$")] | None = Field(
+        None, description="CUDA compute capability, e.g. '10.0' (required for vendor nvidia)"
+    )
+
+    @model_validator(mode="after")
+    def _nvidia(self) -> GpuType:
+        if self.vendor == "nvidia" and self.compute_capability is None:
+            raise ValueError("an NVIDIA GPU type needs its compute_capability, e.g. '10.0'")
+        return self
+
+
+def _not_builtin(is_builtin, what: str):
+    def check(table: dict) -> dict:
+        taken = [name for name in table if is_builtin(name)]
+        if taken:
+            raise ValueError(f"'{taken[0]}' is a built-in {what}: the blueprint adds {what}s, it cannot redefine "
+                             "one; give it a name of its own")
+        return table
+    return AfterValidator(check)
+
+
+CatalogName = Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")]
+
+
+class Catalog(Strict):
+    """GPU types and model architectures this blueprint adds to the built-in catalog (docs/planner.md)."""
+
+    gpus: Annotated[dict[CatalogName, GpuType], _not_builtin(is_builtin_gpu, "GPU type")] = Field(
+        default_factory=dict, description="GPU types by name; node_types.<type>.gpu.model may name them",
+    )
+    models: Annotated[dict[CatalogName, ModelArchitecture], _not_builtin(is_builtin_model, "model")] = Field(
+        default_factory=dict, description="model architectures by name; training, serving and drafts may name them",
+    )
 
 
 Recompute = Literal["none", "selective", "full"]
@@ -412,7 +521,7 @@ Recompute = Literal["none", "selective", "full"]
 
 class TrainingJob(Strict):
     name: Name
-    model: str = Field(description="catalog model (e.g. llama3-70b) or a key of models")
+    model: str = Field(description="catalog model (e.g. llama3-70b) or a key of catalog.models")
     node_group: str = Field(description="node group to run on; its scheduler runs the job")
     nodes: PosInt
     framework: Literal["megatron", "deepspeed"] = "megatron"
@@ -475,7 +584,9 @@ class TrainingJob(Strict):
 
 
 class Speculative(Strict):
-    draft_model: str = Field(description="catalog model (or a key of models) of the draft; same tokenizer family")
+    draft_model: str = Field(
+        description="catalog model (or a key of catalog.models) of the draft; same tokenizer family"
+    )
     num_tokens: Annotated[int, Field(ge=1, le=16)] = Field(5, description="tokens the draft proposes per step")
     acceptance_rate: Annotated[float, Field(gt=0, lt=1, strict=False)] = Field(
         0.7, description="expected per-token acceptance rate of the draft"
@@ -671,6 +782,41 @@ class Rollout(Strict):
     )
 
 
+# ---------------------------------------------------------------- air-gapped sites: the mirror
+
+
+def _registry(value: str) -> str:
+    if not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d{1,5})?(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*", value):
+        raise ValueError(f"'{value}' is not a registry: host[:port][/path], lower case, without a scheme "
+                         "(e.g. registry.site.local:5000)")
+    return value
+
+
+def _url(*schemes: str):
+    def check(value: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9+.-]*://[^\s/]+(/[^\s]*)?", value) or value.split("://")[0] not in schemes:
+            raise ValueError(f"'{value}' is not a URL starting with {' or '.join(s + '://' for s in schemes)}")
+        return value.rstrip("/")
+    return AfterValidator(check)
+
+
+class Mirror(Strict):
+    """Where an air-gapped site keeps its copies (docs/air-gapped.md, ``aiinfra artifacts``): every
+    rendered image, chart and git source names the mirror instead of its upstream."""
+
+    registry: Annotated[str, AfterValidator(_registry)] | None = Field(
+        None, description="container registry holding every image under its upstream name: "
+        "nvcr.io/nvidia/pytorch:25.04-py3 -> <registry>/nvcr.io/nvidia/pytorch:25.04-py3",
+    )
+    helm: Annotated[str, _url("oci", "https", "http")] | None = Field(
+        None, description="Helm repository (https://) or OCI registry path (oci://) holding every chart by its name",
+    )
+    git: Annotated[str, _url("https", "http", "ssh")] | None = Field(
+        None, description="git server holding every upstream git source under its host and path: "
+        "https://github.com/kubeflow/trainer.git -> <git>/github.com/kubeflow/trainer.git",
+    )
+
+
 # ---------------------------------------------------------------- the blueprint
 
 
@@ -682,6 +828,9 @@ class Blueprint(Strict):
     silence: list[str] = Field(default_factory=list, description="warning ids to silence (errors cannot be)")
     site: Site | None = Field(None, description="power and reliability inputs of the planner")
     versions: Versions = Field(description="every pinned version, in one place")
+    mirror: Mirror | None = Field(
+        None, description="air-gapped site: registry, Helm repository and git server that rendered files pull from"
+    )
     node_types: dict[str, NodeType] = Field(min_length=1, description="hardware of each kind of node, by name")
     networks: Networks = Field(description="CIDRs the address plan allocates from")
     fabric: Fabric | None = Field(None, description="the InfiniBand compute fabric (required with rails)")
@@ -694,11 +843,13 @@ class Blueprint(Strict):
     storage: Storage = Field(default_factory=Storage, description="Lustre and NVMe-oF")
     slurm: Slurm | None = Field(None, description="required when a node group has scheduler: slurm")
     kubernetes: Kubernetes | None = Field(None, description="cluster networking of the Kubernetes node groups")
-    models: dict[str, ModelArchitecture] = Field(default_factory=dict, description="custom architectures")
+    catalog: Catalog = Field(
+        default_factory=Catalog, description="GPU types and model architectures added to the built-in catalog"
+    )
     training: list[TrainingJob] = Field(default_factory=list)
     serving: list[ServingDeployment] = Field(default_factory=list)
     claims: list[Claim] = Field(
-        default_factory=list, description="statements about this cluster that `aiinfra plan` checks (e.g. a brief's)"
+        default_factory=list, description="statements about this cluster that `aiinfra plan` checks (e.g. a procurement requirement's)"
     )
     rollout: Rollout | None = Field(
         None, description="batches of rolling driver/OFED/Lustre changes (playbooks/rolling.yml); default 1, then 32"
