@@ -75,8 +75,10 @@ ARGS=(
   --num-query-groups 8
   --swiglu
   --normalization RMSNorm
+  --norm-epsilon 1e-05
   --disable-bias-linear
   --position-embedding-type rope
+  --rotary-base 500000
   --untie-embeddings-and-output-weights
   --attention-dropout 0.0
   --hidden-dropout 0.0
