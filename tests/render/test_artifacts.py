@@ -201,3 +201,15 @@ def test_a_bad_mirror_is_a_problem_with_its_key_path(key, value):
         build_data({**_prod_raw(), "mirror": {key: value}}, "stacks/Pulumi.prod.yaml", "prod")
     paths = [p.key_path for p in exc.value.problems]
     assert any(f"mirror.{key}" in p for p in paths), paths
+
+
+def test_kubeadm_pulls_its_control_plane_images_from_the_mirror(mirrored):
+    """kubeadm's own images (kube-apiserver ..., etcd, CoreDNS) come from imageRepository; with a
+    mirror every control-plane image is pulled from the site registry under its upstream name."""
+    from aiinfra.render.k8s_hosts import kubeadm_documents
+
+    (mirror_cfg,) = [d for d in kubeadm_documents(mirrored.cluster) if d["kind"] == "ClusterConfiguration"]
+    assert mirror_cfg["imageRepository"] == f"{MIRROR['registry']}/registry.k8s.io"
+    assert mirror_cfg["dns"]["imageRepository"] == f"{MIRROR['registry']}/registry.k8s.io/coredns"
+    (upstream,) = [d for d in kubeadm_documents(load_stack("prod").cluster) if d["kind"] == "ClusterConfiguration"]
+    assert "imageRepository" not in upstream and "dns" not in upstream  # kubeadm's defaults

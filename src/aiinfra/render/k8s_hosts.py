@@ -19,7 +19,7 @@ import json
 from aiinfra.catalog.charts import CNI_CHARTS
 from aiinfra.catalog.versions import version_tuple
 from aiinfra.plan.cluster import ClusterPlan
-from aiinfra.plan.mirror import site_chart
+from aiinfra.plan.mirror import site_chart, site_image
 from aiinfra.render import Artifacts, renderer
 from aiinfra.render.k8s_topology import kubernetes_hosts, node_labels, node_taints
 from aiinfra.render.kubernetes import uses_kubernetes
@@ -63,6 +63,9 @@ def _args(minor: tuple[int, int], args: dict[str, str]) -> list[dict[str, str]] 
     return dict(sorted(args.items()))
 
 
+KUBEADM_REGISTRY = "registry.k8s.io"  # kubeadm's default imageRepository
+
+
 def kubeadm_documents(cluster: Cluster) -> list[dict]:
     bp = cluster.blueprint
     k8s = bp.kubernetes
@@ -86,6 +89,12 @@ def kubeadm_documents(cluster: Cluster) -> list[dict]:
         "scheduler": {"extraArgs": _args(minor, {"profiling": "false"})},
         "etcd": {"local": {"dataDir": "/var/lib/etcd"}},
     }
+    if bp.mirror is not None and bp.mirror.registry:
+        # kubeadm's images (kube-*, etcd, pause, CoreDNS) from the site registry, under their upstream
+        # names. kubeadm appends /coredns to the repository of CoreDNS only when it is the default
+        # registry.k8s.io (cmd/kubeadm/app/images/images.go GetDNSImage): name it explicitly.
+        cluster_config["imageRepository"] = site_image(cluster, f"{KUBEADM_REGISTRY}/kube-apiserver").rsplit("/", 1)[0]
+        cluster_config["dns"] = {"imageRepository": site_image(cluster, f"{KUBEADM_REGISTRY}/coredns")}
     init = {
         "apiVersion": api,
         "kind": "InitConfiguration",
