@@ -85,7 +85,12 @@ def test_controllers_accounting_and_memory_defaults(prod_files):
     part = settings(conf_lines(text, "PartitionName")[0])
     assert part["Nodes"] == "gpu[001-480]" and part["Default"] == "YES" and part["MaxTime"] == "14-00:00:00"
     assert int(part["DefMemPerGPU"]) == real_memory_mib(2 * 2**40) // 8
-    assert conf_lines(text, "DefMemPerCPU")  # a job that names no memory does not take the node
+    # a job that names no memory does not take the node: one memory default per partition, never
+    # two (DefMemPerCPU, DefMemPerGPU and DefMemPerNode are mutually exclusive: slurm.conf(5))
+    assert not conf_lines(text, "DefMemPerCPU") and not conf_lines(text, "DefMemPerGPU")
+    for line in conf_lines(text, "PartitionName"):
+        assert len({"DefMemPerCPU", "DefMemPerGPU", "DefMemPerNode"} & set(settings(line))) == 1, line
+    assert conf_lines(text, "EnforcePartLimits") == ["EnforcePartLimits=ALL"]
     assert conf_lines(text, "PreemptType") == ["PreemptType=preempt/qos"]  # high may preempt low
 
 

@@ -145,7 +145,7 @@ def test_restart_record_is_lines_of_slurm_conf(rendered):
     assert [ln for ln in record if ln.startswith("NodeName=")] == [ln for ln in lines if ln.startswith("NodeName=")]
     for key in ("ClusterName", "SlurmctldHost", "StateSaveLocation", "SlurmdSpoolDir", "SelectType", "GresTypes"):
         assert [ln for ln in record if ln.startswith(f"{key}=")] == [ln for ln in lines if ln.startswith(f"{key}=")]
-    for key in ("DefMemPerCPU", "PartitionName", "HealthCheckInterval", "SlurmctldTimeout"):  # reconfigure
+    for key in ("EnforcePartLimits", "PartitionName", "HealthCheckInterval", "SlurmctldTimeout"):  # reconfigure
         assert not any(ln.startswith(f"{key}=") for ln in record), key
 
 

@@ -180,7 +180,6 @@ class SlurmModel:
     gres: list[GresGroup]
     gres_autodetect: str
     switches: list[Switch]
-    def_mem_per_cpu_mib: int
     gpu_types: list[str]
     qos: list[dict]
     preempt: bool
@@ -346,7 +345,6 @@ def slurm_model(cluster: Cluster) -> SlurmModel:
         gres=_gres_groups(cluster, spec.gres_autodetect, spec.gres_device_prefix),
         gres_autodetect=spec.gres_autodetect,
         switches=_switches(cluster),
-        def_mem_per_cpu_mib=min(line.real_memory_mib // line.cpus for line in lines.values()),
         gpu_types=sorted({gpu_type(g.gpu) for g in groups if g.gpu is not None}),
         qos=qos,
         preempt=any(q.preempt for q in spec.qos),
