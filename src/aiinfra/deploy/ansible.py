@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from aiinfra import paths
 from aiinfra.catalog.names import suggest
@@ -345,7 +346,6 @@ def run_site(
 ) -> RunResult:
     """Run playbooks/<playbook> over the cluster's rendered inventory (plus ``inventories``).
     The run folder keeps no environment and no ``-e`` value; the newest ``keep_runs`` are kept."""
-    import ansible_runner
 
     code = code_root(root)
     playbook_path = code / "playbooks" / playbook
@@ -400,25 +400,8 @@ def run_site(
         return True
 
     started = time.monotonic()
-    saved_path = os.environ.get("PATH", "")
-    os.environ["PATH"] = env["PATH"]  # ansible-runner looks ansible-playbook up in its own PATH
-    try:
-        runner = ansible_runner.run(
-            private_data_dir=str(private),
-            playbook=str(playbook_path),
-            inventory=[str(inventory.resolve()), *[str(Path(i).resolve()) for i in inventories or []]],
-            extravars={"aiinfra_project_root": str(root)},
-            cmdline=" ".join(cmdline) or None,
-            envvars=env,
-            event_handler=event_handler,
-            quiet=True,
-            project_dir=str(code),
-            # env/envvars, env/extravars, env/cmdline ...: arguments stay in memory, never on disk
-            suppress_env_files=True,
-        )
-    finally:
-        os.environ["PATH"] = saved_path
-        scrub_command_file(private)
+    runner = _runner(private, env, inventory, inventories, root, cmdline, code, event_handler,
+                     playbook=str(playbook_path))
     messages = progress.messages
     if runner.rc and not progress.hosts:  # ansible-playbook failed before any host: show why
         tail = (runner.stdout.read() if runner.stdout else "").strip().splitlines()[-5:]
@@ -482,7 +465,6 @@ def run_module(
     ``args`` travel as one JSON object (``ansible -a '{...}'``, which ansible-core's adhoc CLI
     reads as JSON when it starts with ``{``), so ``{"argv": [...]}`` reaches the ``command`` module
     without any shell quoting. Returns one result per host that answered or was unreachable."""
-    import ansible_runner
 
     code = code_root(root)
     inventory = paths.manifests_dir(cluster.env, root) / "ansible" / "inventory.yml"
@@ -525,14 +507,28 @@ def run_module(
                 unreachable=kind == "runner_on_unreachable")
         return True
 
+    runner = _runner(private, env, inventory, inventories, root, cmdline, code, event_handler,
+                     module=module, module_args=json.dumps(args, sort_keys=True), host_pattern=hosts,
+                     timeout=timeout_s)
+    if not results and runner.rc:  # ansible failed before any host (bad pattern, bad inventory): say why
+        tail = (runner.stdout.read() if runner.stdout else "").strip().splitlines()[-3:]
+        raise DeployError(f"ansible {module} on '{hosts}' failed before reaching a host ({runner.status}, rc "
+                          f"{runner.rc}): {' | '.join(tail) or 'no output'}; artifacts: {private}")
+    return results
+
+
+def _runner(private: Path, env: dict, inventory: Path, inventories, root: Path, cmdline: list[str], code: Path,
+            event_handler, **what) -> Any:
+    """ansible_runner.run as every aiinfra run calls it (a playbook or an ad-hoc module: ``what``):
+    ansible-playbook looked up on ``env``'s PATH, arguments kept in memory (env/envvars, env/extravars,
+    env/cmdline never written: suppress_env_files), the command file scrubbed afterwards."""
+    import ansible_runner  # imported when a run starts: the CLI starts faster without it
+
     saved_path = os.environ.get("PATH", "")
-    os.environ["PATH"] = env["PATH"]
+    os.environ["PATH"] = env["PATH"]  # ansible-runner looks ansible-playbook up in its own PATH
     try:
-        runner = ansible_runner.run(
+        return ansible_runner.run(
             private_data_dir=str(private),
-            module=module,
-            module_args=json.dumps(args, sort_keys=True),
-            host_pattern=hosts,
             inventory=[str(inventory.resolve()), *[str(Path(i).resolve()) for i in inventories or []]],
             extravars={"aiinfra_project_root": str(root)},
             cmdline=" ".join(cmdline) or None,
@@ -541,16 +537,11 @@ def run_module(
             quiet=True,
             project_dir=str(code),
             suppress_env_files=True,
-            timeout=timeout_s,
+            **what,
         )
     finally:
         os.environ["PATH"] = saved_path
         scrub_command_file(private)
-    if not results and runner.rc:  # ansible failed before any host (bad pattern, bad inventory): say why
-        tail = (runner.stdout.read() if runner.stdout else "").strip().splitlines()[-3:]
-        raise DeployError(f"ansible {module} on '{hosts}' failed before reaching a host ({runner.status}, rc "
-                          f"{runner.rc}): {' | '.join(tail) or 'no output'}; artifacts: {private}")
-    return results
 
 
 def run_command(cluster: Cluster, root: Path, host: str, argv: list[str], **options) -> ModuleResult:
