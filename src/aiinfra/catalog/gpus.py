@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aiinfra.catalog.names import lookup
+from aiinfra.catalog.names import lookup, resolve_with
 
 GIB = 2**30
 
@@ -116,11 +116,4 @@ def custom_gpu(name: str, spec: Any) -> GpuModel:
 
 def resolve_gpu(name: str, custom: Mapping[str, Any] | None = None) -> GpuModel:
     """A blueprint's GPU reference: a key of its ``catalog.gpus`` or a built-in name or alias."""
-    if custom and name in custom:
-        return custom_gpu(name, custom[name])
-    try:
-        return gpu(name)
-    except KeyError as exc:
-        if custom:
-            raise KeyError(f"{exc.args[0]}; the blueprint's catalog.gpus: {', '.join(sorted(custom))}") from None
-        raise
+    return resolve_with(name, custom, custom_gpu, gpu, "gpus")

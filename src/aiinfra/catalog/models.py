@@ -27,8 +27,9 @@ Mixtral 8x7B 46,702,792,704 total, 12,879,925,248 active (~12.9B).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from aiinfra.catalog.names import lookup
+from aiinfra.catalog.names import lookup, resolve_with
 
 
 @dataclass(frozen=True)
@@ -287,24 +288,20 @@ def resolve_model(name: str, custom: dict | None = None) -> LlmArchitecture:
     ``custom`` maps names to :class:`aiinfra.spec.models.ModelArchitecture` (or anything with the
     same attributes), or to an :class:`LlmArchitecture` already built.
     """
-    if custom and name in custom:
-        spec = custom[name]
-        if isinstance(spec, LlmArchitecture):  # already resolved (aiinfra size with --layers ...)
-            return spec
-        return custom_architecture(
-            name,
-            layers=spec.layers, hidden=spec.hidden, ffn_hidden=spec.ffn_hidden, heads=spec.heads,
-            kv_heads=spec.kv_heads, vocab=spec.vocab, family=spec.family, experts=spec.experts,
-            experts_per_token=spec.experts_per_token, tied_embeddings=spec.tied_embeddings,
-            rope_theta=spec.rope_theta, qkv_bias=spec.qkv_bias, norm_epsilon=spec.norm_epsilon, norm=spec.norm,
-            gated_mlp=spec.mlp == "swiglu", max_context=spec.max_context or 0,
-        )
-    try:
-        return model(name)
-    except KeyError as exc:
-        if custom:
-            raise KeyError(f"{exc.args[0]}; the blueprint's catalog.models: {', '.join(sorted(custom))}") from None
-        raise
+    return resolve_with(name, custom, _declared_architecture, model, "models")
+
+
+def _declared_architecture(name: str, spec: Any) -> LlmArchitecture:
+    if isinstance(spec, LlmArchitecture):  # already resolved (aiinfra size with --layers ...)
+        return spec
+    return custom_architecture(
+        name,
+        layers=spec.layers, hidden=spec.hidden, ffn_hidden=spec.ffn_hidden, heads=spec.heads,
+        kv_heads=spec.kv_heads, vocab=spec.vocab, family=spec.family, experts=spec.experts,
+        experts_per_token=spec.experts_per_token, tied_embeddings=spec.tied_embeddings,
+        rope_theta=spec.rope_theta, qkv_bias=spec.qkv_bias, norm_epsilon=spec.norm_epsilon, norm=spec.norm,
+        gated_mlp=spec.mlp == "swiglu", max_context=spec.max_context or 0,
+    )
 
 
 def is_builtin_model(name: str) -> bool:

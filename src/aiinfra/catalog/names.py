@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -26,3 +26,17 @@ def lookup(table: Mapping[str, T], aliases: Mapping[str, str], name: str, what: 
         return table[key]
     known = sorted(table)
     raise KeyError(f"unknown {what} '{name}'{suggest(key, known + sorted(aliases))}; known: {', '.join(known)}")
+
+
+def resolve_with(name: str, custom: Mapping[str, object] | None, build: Callable[[str, object], T],
+                 builtin: Callable[[str], T], what: str) -> T:
+    """A blueprint's reference: a key of its ``catalog.<what>`` (made an entry by ``build``) or a
+    built-in name; the KeyError of an unknown one also lists the blueprint's own names."""
+    if custom and name in custom:
+        return build(name, custom[name])
+    try:
+        return builtin(name)
+    except KeyError as exc:
+        if custom:
+            raise KeyError(f"{exc.args[0]}; the blueprint's catalog.{what}: {', '.join(sorted(custom))}") from None
+        raise
