@@ -162,6 +162,13 @@ def wipe_state() -> None:
         shutil.rmtree(d, ignore_errors=True)
 
 
+def on_controller(bed: dict, command: str, timeout: float = 60) -> str:
+    """Run a shell command on the bed's Slurm controller; its stdout (the test fails on non-zero)."""
+    result = bed["testbed"].ssh(bed["controller"], command, timeout=timeout, check=False)
+    assert result.returncode == 0, f"{command}: {result.stderr or result.stdout}"
+    return result.stdout
+
+
 def release_requeued(testbed: Testbed, controller: str, job: str, deadline_s: float = 120) -> None:
     """Start a requeued job now. Slurm holds a requeued batch job until the job credential of its
     first run has expired (``begin_time = now + cred_expire + 1``, job_mgr.c; ``AuthInfo=cred_expire``,

@@ -26,11 +26,6 @@ from harness.testbed import wait_until
 pytestmark = pytest.mark.slow
 
 REASON = st.missing_requirements()
-SLURM_LAYER = st.SLURM_LAYER
-
-
-def aiinfra(root: Path, *args: str, timeout: float = 400) -> subprocess.CompletedProcess:
-    return st.aiinfra(root, *args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -45,21 +40,15 @@ def bed(tmp_path_factory):
 
 
 def node(bed, *args: str, timeout: float = 400) -> subprocess.CompletedProcess:
-    return aiinfra(bed["root"], "node", *args, "--stack", st.STACK, "-e", f"@{bed['extra']}", timeout=timeout)
-
-
-def on_controller(bed, command: str, timeout: float = 60) -> str:
-    result = bed["testbed"].ssh(bed["controller"], command, timeout=timeout, check=False)
-    assert result.returncode == 0, f"{command}: {result.stderr or result.stdout}"
-    return result.stdout
+    return st.aiinfra(bed["root"], "node", *args, "--stack", st.STACK, "-e", f"@{bed['extra']}", timeout=timeout)
 
 
 def _state(bed, name: str) -> str:
-    return on_controller(bed, f"timeout 20 sinfo -h -n {name} -o %t").strip()
+    return st.on_controller(bed, f"timeout 20 sinfo -h -n {name} -o %t").strip()
 
 
 def _reasons(bed) -> list[str]:
-    return on_controller(bed, "timeout 20 sinfo -R -h -o '%N|%E'").splitlines()
+    return st.on_controller(bed, "timeout 20 sinfo -R -h -o '%N|%E'").splitlines()
 
 
 def _wait_idle(bed, name: str, deadline_s: float = 90) -> None:
@@ -115,10 +104,10 @@ def test_down_requeues_a_job_that_resumes_from_its_checkpoint_elsewhere(bed):
     ckpt.mkdir()
     steps = 40
     (ckpt / "job.sh").write_text(JOB.format(dir=ckpt, steps=steps))
-    job = on_controller(bed, f"timeout 30 sbatch --parsable {ckpt}/job.sh").strip().split(";")[0]
+    job = st.on_controller(bed, f"timeout 30 sbatch --parsable {ckpt}/job.sh").strip().split(";")[0]
     step = ckpt / "step"
     wait_until("the job's third step", lambda: step.exists() and int(step.read_text() or 0) >= 3, 90, 0.5)
-    first = on_controller(bed, f"timeout 20 squeue -h -j {job} -o %N").strip()
+    first = st.on_controller(bed, f"timeout 20 squeue -h -j {job} -o %N").strip()
     assert first in bed["nodes"], first
     try:
         down = node(bed, "down", first, "--reason", "aiinfra test: requeue")
@@ -136,7 +125,7 @@ def test_down_requeues_a_job_that_resumes_from_its_checkpoint_elsewhere(bed):
         try:
             log = wait_until(f"job {job} requeued and finished", finished, 300, 1)
         except TimeoutError as exc:
-            raise AssertionError(f"{exc}\n" + on_controller(bed, f"scontrol show job {job}; sinfo -N")) from None
+            raise AssertionError(f"{exc}\n" + st.on_controller(bed, f"scontrol show job {job}; sinfo -N")) from None
     finally:
         resumed = node(bed, "resume", first)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
@@ -149,7 +138,7 @@ def test_down_requeues_a_job_that_resumes_from_its_checkpoint_elsewhere(bed):
     done_steps = [int(line.split()[0]) for line in (ckpt / "steps").read_text().splitlines()]
     assert sorted(set(done_steps)) == list(range(1, steps + 1))
     assert len(done_steps) <= steps + 1  # at most the step in flight at the kill runs twice
-    shown = on_controller(bed, f"timeout 20 scontrol show job {job}")
+    shown = st.on_controller(bed, f"timeout 20 scontrol show job {job}")
     assert "Restarts=1" in shown and "JobState=COMPLETED" in shown, shown
     _wait_idle(bed, first)
 
@@ -184,11 +173,11 @@ def test_replace_brings_a_swapped_node_back_from_nothing(bed):
     # the operator's own reservation (docs/operations.md, adding an SU) keeps other jobs off the
     # node after replace resumes it; replace's reservation (MAINT) overlaps it
     outer = "aiinfra-test-su"
-    on_controller(bed, f"timeout 20 scontrol create reservation ReservationName={outer} Nodes={host} "
+    st.on_controller(bed, f"timeout 20 scontrol create reservation ReservationName={outer} Nodes={host} "
                        "StartTime=now Duration=60 Users=root Flags=MAINT,IGNORE_JOBS")
     try:
         # --render: a no-op unless aiinfra's renderers changed since the fixture rendered the tree
-        replaced = node(bed, "replace", host, "--skip-gpu-tests", "--tags", SLURM_LAYER, "--render", timeout=600)
+        replaced = node(bed, "replace", host, "--skip-gpu-tests", "--tags", st.SLURM_LAYER, "--render", timeout=600)
         assert replaced.returncode == 0, replaced.stdout[-4000:] + replaced.stderr[-3000:]
         assert f"{host}: health check: pass" in replaced.stdout, replaced.stdout
         assert f"{host}: dcgmi diag -r 2: skipped: --skip-gpu-tests given" in replaced.stdout, replaced.stdout
@@ -196,13 +185,13 @@ def test_replace_brings_a_swapped_node_back_from_nothing(bed):
         assert re.search(rf"{host}\s.*changed\s.*resumed", replaced.stdout), replaced.stdout
         new = int(pidfile.read_text())
         assert new != old and _alive(new) and spool.is_dir()
-        reservations = on_controller(bed, "timeout 20 scontrol show reservation")
+        reservations = st.on_controller(bed, "timeout 20 scontrol show reservation")
         assert f"ReservationName={outer}" in reservations and "aiinfra-replace" not in reservations, reservations
     finally:
-        on_controller(bed, f"timeout 20 scontrol delete ReservationName={outer}")
+        st.on_controller(bed, f"timeout 20 scontrol delete ReservationName={outer}")
     _wait_idle(bed, host)
     assert not [line for line in _reasons(bed) if line.startswith(f"{host}|")]
-    assert "aiinfra-replace" not in on_controller(bed, "timeout 20 scontrol show reservation")
+    assert "aiinfra-replace" not in st.on_controller(bed, "timeout 20 scontrol show reservation")
 
 
 def test_replace_keeps_a_node_down_when_its_gpu_check_fails(bed):
@@ -212,13 +201,13 @@ def test_replace_keeps_a_node_down_when_its_gpu_check_fails(bed):
     assert down.returncode == 0, down.stdout + down.stderr
     (st.FAKE_ROOT / host / "gpus" / "nvidia7").unlink()  # the new board shows 7 of its 8 GPUs
     try:
-        replaced = node(bed, "replace", host, "--skip-gpu-tests", "--tags", SLURM_LAYER, "--render", timeout=600)
+        replaced = node(bed, "replace", host, "--skip-gpu-tests", "--tags", st.SLURM_LAYER, "--render", timeout=600)
         assert replaced.returncode == 1, replaced.stdout[-4000:] + replaced.stderr[-3000:]
         assert f"{host}: not resumed: health check: {host}: aiinfra-nodecheck: 7 GPUs, GRES says 8" \
             in replaced.stderr, replaced.stdout[-3000:] + replaced.stderr
         assert _state(bed, host).startswith("down"), _state(bed, host)
         assert f"{host}|{reason}" in _reasons(bed)  # back as it was, reason and all
-        assert "aiinfra-replace" not in on_controller(bed, "timeout 20 scontrol show reservation")
+        assert "aiinfra-replace" not in st.on_controller(bed, "timeout 20 scontrol show reservation")
     finally:
         st.set_fake_gpus(host, 8)
     resumed = node(bed, "resume", host)

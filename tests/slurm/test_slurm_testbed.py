@@ -10,7 +10,6 @@ Teardown stops every process of every namespace (compute nodes first) even after
 from __future__ import annotations
 
 import re
-import subprocess
 import time
 from pathlib import Path
 
@@ -22,11 +21,6 @@ from harness.testbed import wait_until
 pytestmark = pytest.mark.slow
 
 REASON = st.missing_requirements()
-SLURM_LAYER = st.SLURM_LAYER
-
-
-def aiinfra(root: Path, *args: str, timeout: float = 400) -> subprocess.CompletedProcess:
-    return st.aiinfra(root, *args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +30,6 @@ def bed(tmp_path_factory):
     root = st.prepare_root(tmp_path_factory.mktemp("slurm-testbed"))
     with st.running_bed(root, tmp_path_factory.mktemp("testbed-work")) as bed:
         yield bed
-
-
-def on_controller(bed, command: str, timeout: float = 60) -> str:
-    result = bed["testbed"].ssh(bed["controller"], command, timeout=timeout, check=False)
-    assert result.returncode == 0, f"{command}: {result.stderr or result.stdout}"
-    return result.stdout
 
 
 def test_first_run_configures_every_host(bed):
@@ -59,7 +47,7 @@ def test_every_node_idle_with_its_gpus(bed):
 
 
 def _idle(bed) -> dict[str, str] | None:
-    lines = on_controller(bed, "timeout 20 sinfo -h -N -o '%N %t %G'").split()
+    lines = st.on_controller(bed, "timeout 20 sinfo -h -N -o '%N %t %G'").split()
     rows = dict(zip(lines[0::3], zip(lines[1::3], lines[2::3], strict=True), strict=True))
     if all(state == "idle" for state, _ in rows.values()):
         return {n: re.sub(r"\(.*\)$", "", g) for n, (_, g) in rows.items()}
@@ -67,22 +55,22 @@ def _idle(bed) -> dict[str, str] | None:
 
 
 def test_srun_sees_two_gpus(bed):
-    out = on_controller(bed, "timeout 60 srun -N1 --gres=gpu:2 env | grep ^CUDA_VISIBLE_DEVICES=")
+    out = st.on_controller(bed, "timeout 60 srun -N1 --gres=gpu:2 env | grep ^CUDA_VISIBLE_DEVICES=")
     assert out.strip() == "CUDA_VISIBLE_DEVICES=0,1"
 
 
 def test_sbatch_inside_one_switch_and_accounted(bed):
     # job ids restart with a fresh controller state while the accounting database keeps older
     # records: only jobs since this submission count
-    since = on_controller(bed, "date +%Y-%m-%dT%H:%M:%S").strip()
+    since = st.on_controller(bed, "date +%Y-%m-%dT%H:%M:%S").strip()
     # --mpi=none: the test-bed hosts share one /tmp, where PMIx's per-node directories of a two-node
     # step collide (seen as a step "aborted before step completely launched"); real nodes have their own
-    job = on_controller(
+    job = st.on_controller(
         bed, "timeout 30 sbatch --parsable -N2 --switches=1 --gres=gpu:1 --wrap 'srun --mpi=none hostname'").strip()
     job_id = job.split(";")[0]
 
     def done():
-        out = on_controller(bed, f"timeout 20 sacct -n -X -P -S {since} -j {job_id} -o State,NodeList,AllocTRES")
+        out = st.on_controller(bed, f"timeout 20 sacct -n -X -P -S {since} -j {job_id} -o State,NodeList,AllocTRES")
         return out.strip() if out.startswith("COMPLETED") else None
 
     try:
@@ -95,7 +83,7 @@ def test_sbatch_inside_one_switch_and_accounted(bed):
     # two nodes of one SU (su01: gpu[01-02], su02: gpu[03-04])
     assert nodelist in ("gpu[01-02]", "gpu[03-04]"), nodelist
     assert "gres/gpu=2" in tres, tres
-    topology = on_controller(bed, "timeout 20 scontrol show topology")
+    topology = st.on_controller(bed, "timeout 20 scontrol show topology")
     assert "SwitchName=spine" in topology and "Switches=su[01-02]" in topology
 
 
@@ -106,10 +94,10 @@ def test_health_check_drains_a_node_with_a_wrong_gpu_count(bed):
         result = bed["testbed"].ssh(node, "/usr/local/sbin/aiinfra-nodecheck", check=False)
         assert result.returncode == 1, result.stdout + result.stderr
         assert "7 GPUs, GRES says 8" in result.stdout, result.stdout + result.stderr
-        reasons = on_controller(bed, "timeout 20 sinfo -R -h -o '%N|%E'")
+        reasons = st.on_controller(bed, "timeout 20 sinfo -R -h -o '%N|%E'")
         assert f"{node.name}|aiinfra-nodecheck: 7 GPUs, GRES says 8" in reasons.splitlines(), (
-            reasons + result.stdout + result.stderr + on_controller(bed, "sinfo -R; scontrol show node " + node.name))
-        state = on_controller(bed, f"timeout 20 sinfo -h -n {node.name} -o %t").strip()
+            reasons + result.stdout + result.stderr + st.on_controller(bed, "sinfo -R; scontrol show node " + node.name))
+        state = st.on_controller(bed, f"timeout 20 sinfo -h -n {node.name} -o %t").strip()
         assert state.startswith("drain"), state
     finally:
         st.set_fake_gpus(node.name, 8)
@@ -118,7 +106,7 @@ def test_health_check_drains_a_node_with_a_wrong_gpu_count(bed):
     assert result.returncode == 0, result.stdout + result.stderr
     # resumed: idle again (a loaded machine may show idle* until slurmd's next ping reaches slurmctld)
     wait_until(f"{node.name} idle again",
-               lambda: on_controller(bed, f"timeout 20 sinfo -h -n {node.name} -o %t").strip() == "idle" or None,
+               lambda: st.on_controller(bed, f"timeout 20 sinfo -h -n {node.name} -o %t").strip() == "idle" or None,
                60, 2)
 
 
@@ -130,7 +118,7 @@ def test_check_mode_shows_the_diff_and_changes_nothing(bed):
     edited = rendered + "# hand edit\n"
     conf.write_text(edited)
     try:
-        result = aiinfra(bed["root"], "hosts", "up", "--stack", st.STACK, "--tags", SLURM_LAYER, "--check",
+        result = st.aiinfra(bed["root"], "hosts", "up", "--stack", st.STACK, "--tags", st.SLURM_LAYER, "--check",
                          "-e", f"@{bed['extra']}")
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         assert "would change:" in result.stdout and "-# hand edit" in result.stdout, result.stdout[-3000:]
@@ -142,7 +130,7 @@ def test_check_mode_shows_the_diff_and_changes_nothing(bed):
 
 def test_second_run_changes_nothing(bed):
     started = time.monotonic()
-    second = aiinfra(bed["root"], "hosts", "up", "--stack", st.STACK, "--tags", SLURM_LAYER, "-e", f"@{bed['extra']}")
+    second = st.aiinfra(bed["root"], "hosts", "up", "--stack", st.STACK, "--tags", st.SLURM_LAYER, "-e", f"@{bed['extra']}")
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert re.search(r"\b0 change\(s\)", second.stdout), second.stdout
     runs = sorted((bed["root"] / ".aiinfra" / "runs").iterdir())
@@ -161,5 +149,5 @@ def test_no_secret_in_manifests_or_run_logs(bed):
                 text = path.read_text(errors="replace")
                 for secret in secrets:
                     assert secret not in text, f"a secret leaked into {path}"
-    dbd = on_controller(bed, "stat -c %a /etc/slurm/slurmdbd.conf").strip()
+    dbd = st.on_controller(bed, "stat -c %a /etc/slurm/slurmdbd.conf").strip()
     assert dbd == "600"

@@ -10,7 +10,6 @@ one SU (--switches), the GPUs (--gres), and the USR1 path: checkpoint signal, re
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -24,10 +23,6 @@ pytestmark = pytest.mark.slow
 REASON = st.missing_requirements()
 STANDIN = Path(__file__).with_name("standin_launcher.py")
 JOB = "tb-smoke"
-
-
-def aiinfra(root: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return st.aiinfra(root, *args, timeout=timeout)
 
 
 def add_training_job(root: Path, checkpoints: Path) -> None:
@@ -58,17 +53,11 @@ def bed(tmp_path_factory):
         yield {**bed, "work": work, "script": root / "manifests" / st.STACK / "jobs" / JOB / "sbatch.sh"}
 
 
-def on_controller(bed, command: str, timeout: float = 60) -> str:
-    result = bed["testbed"].ssh(bed["controller"], command, timeout=timeout, check=False)
-    assert result.returncode == 0, f"{command}: {result.stderr or result.stdout}"
-    return result.stdout
-
-
 def submit(bed, out: Path, sleep_s: float = 0) -> str:
     out.mkdir(mode=0o777)
     env = (f"AIINFRA_NO_CONTAINER=1 AIINFRA_PROGRAM='/usr/bin/python3 {STANDIN}' AIINFRA_STANDIN_OUT={out} "
            f"AIINFRA_STANDIN_SLEEP={sleep_s}")
-    return on_controller(bed, f"cd {out} && {env} timeout 30 sbatch --parsable {bed['script']}").strip().split(";")[0]
+    return st.on_controller(bed, f"cd {out} && {env} timeout 30 sbatch --parsable {bed['script']}").strip().split(";")[0]
 
 
 def finished(bed, job: str) -> bool:
@@ -110,7 +99,7 @@ def test_usr1_before_the_time_limit_checkpoints_requeues_and_resumes(bed):
     job = submit(bed, out, sleep_s=120)
     wait_until("ranks started", lambda: len(list(out.glob("rank-*-0.json"))) == 16 or finished(bed, job), 60, 0.5)
     assert len(list(out.glob("rank-*-0.json"))) == 16, output_of(out)[-3000:]
-    on_controller(bed, f"timeout 20 scancel --batch --signal=USR1 {job}")  # what --signal=B:USR1@N sends
+    st.on_controller(bed, f"timeout 20 scancel --batch --signal=USR1 {job}")  # what --signal=B:USR1@N sends
     wait_until("every rank got SIGTERM", lambda: len(list(out.glob("term-*-0"))) == 16, 60, 0.5)
     st.release_requeued(bed["testbed"], bed["controller"], job)
     wait_until("the requeued job ran again", lambda: len(list(out.glob("rank-*-1.json"))) == 16, 180, 1)
