@@ -7,6 +7,18 @@ the shipped ansible.cfg (pipelining, forks, ControlPersist, no fact gathering) a
 only roles_path set (Ansible's defaults). Needs root and the packages of .ci/apt-packages.txt.
 
     sudo .venv/bin/python benchmarks/ansible_fanout.py [--rounds 2] [--json out.json]
+
+With --hosts N (16 or more for issue 17's target), a bed of N plain hosts instead: the same
+namespaces and sshd, a playbook shaped like the host layers of site.yml (plays without fact
+gathering, a role's guarded `setup` of the OS family, files, a line, a read-only command, a stat
+and an assert; per-host paths, as the hosts share this machine's file system), converged once,
+then no-change runs per configuration, each adding one change to Ansible's defaults, so that the
+run says what each change bought:
+
+    sudo .venv/bin/python benchmarks/ansible_fanout.py --hosts 16 [--rounds 1] [--mitogen DIR]
+
+--mitogen DIR: a directory holding the mitogen package (pip install --target DIR mitogen); adds a
+configuration with its strategy.
 """
 
 from __future__ import annotations
@@ -34,7 +46,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2, help="timed runs per configuration")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--hosts", type=int, help="a bed of this many plain hosts (see above)")
+    parser.add_argument("--mitogen", type=Path, help="directory holding the mitogen package (--hosts only)")
     args = parser.parse_args()
+    if args.hosts:
+        return plain_bed(args)
     reason = st.missing_requirements()
     if reason:
         print(f"cannot run: {reason}", file=sys.stderr)
@@ -87,6 +103,135 @@ def main() -> int:
         "host_tasks_per_run": tasks,
         "no_change_run_s": {name: {"median": round(statistics.median(v), 1), "runs": [round(x, 1) for x in v]}
                             for name, v in times.items()},
+    }
+    print(json.dumps(out, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
+# ------------------------------------------------------------------ a bed of plain hosts (--hosts N)
+
+PLAIN_GATEWAY = "10.79.0.1/24"
+
+
+def plain_workload(base: str) -> list[dict]:
+    """Three plays shaped like site.yml's host layers (no fact gathering; a role's guarded `setup`)."""
+    where = f"{base}/{{{{ inventory_hostname }}}}"
+
+    def play(layer: int) -> dict:
+        d = f"{where}/layer{layer}"
+        return {"name": f"Layer {layer}", "hosts": "all", "gather_facts": False, "tasks": [
+            {"name": "Gather the OS family", "ansible.builtin.setup": {"gather_subset": ["!all", "!min", "distribution"]},
+             "when": "ansible_facts['os_family'] is not defined"},
+            {"name": "Directory", "ansible.builtin.file": {"path": d, "state": "directory", "mode": "0755"}},
+            {"name": "A file", "ansible.builtin.copy": {"dest": f"{d}/static.conf", "content": "enabled = 1\n",
+                                                        "mode": "0644"}},
+            {"name": "A file from a template", "ansible.builtin.copy": {
+                "dest": f"{d}/host.conf", "mode": "0644",
+                "content": "{{ inventory_hostname }} {{ ansible_facts['os_family'] }}\n"}},
+            {"name": "A line", "ansible.builtin.lineinfile": {"path": f"{d}/lines", "line": "option=1", "create": True,
+                                                              "mode": "0644"}},
+            {"name": "Read the state", "ansible.builtin.command": {"argv": ["cat", f"{d}/static.conf"]},
+             "changed_when": False},
+            {"name": "Stat", "ansible.builtin.stat": {"path": f"{d}/host.conf"}, "register": "_fanout_stat"},
+            {"name": "Assert", "ansible.builtin.assert": {"that": ["_fanout_stat.stat.exists"], "quiet": True}},
+        ]}
+
+    return [play(i) for i in (1, 2, 3)]
+
+
+def _recap(stdout: str) -> dict[str, dict[str, int]]:
+    import re
+
+    return {m[1]: {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m[2])}
+            for m in re.finditer(r"^(\S+)\s+:\s+(ok=.*)$", stdout, flags=re.M)}
+
+
+def plain_bed(args) -> int:
+    import shutil
+    import subprocess
+
+    import yaml
+
+    from harness.testbed import REQUIRED_BINARIES, Host, missing_binaries
+
+    missing = missing_binaries(REQUIRED_BINARIES)
+    if os.geteuid() != 0 or missing:
+        print(f"cannot run: needs root and {', '.join(REQUIRED_BINARIES)} (missing: {missing})", file=sys.stderr)
+        return 2
+    n = args.hosts
+    work = Path(tempfile.mkdtemp(prefix="aiinfra-fanout-"))
+    files = Path(f"/tmp/aiinfra-fanout-files-{os.getpid()}")
+    hosts = [Host(f"fan{i:02d}", f"10.79.0.{10 + i}") for i in range(1, n + 1)]
+    testbed = Testbed(hosts, work / "testbed", PLAIN_GATEWAY)
+    playbook = work / "workload.yml"
+    playbook.write_text(yaml.safe_dump(plain_workload(str(files)), sort_keys=False))
+    inventory = work / "inventory.json"
+    ssh_args = " ".join(o for o in testbed.ssh_options() if o not in ("-i", str(testbed.key)))
+    inventory.write_text(json.dumps({"all": {"hosts": {h.name: {"ansible_host": h.address} for h in hosts}, "vars": {
+        "ansible_user": "root", "ansible_ssh_private_key_file": str(testbed.key), "ansible_ssh_common_args": ssh_args,
+        "ansible_python_interpreter": "/usr/bin/python3"}}}))
+    defaults_cfg = work / "defaults.cfg"
+    defaults_cfg.write_text("[defaults]\n")  # Ansible's defaults; the inventory names the interpreter
+    facts = {"ANSIBLE_GATHERING": "smart", "ANSIBLE_CACHE_PLUGIN": "jsonfile",
+             "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(work / "facts"), "ANSIBLE_CACHE_PLUGIN_TIMEOUT": "86400"}
+    steps = [("Ansible defaults", {}), ("+ fact cache", facts), ("+ pipelining", {"ANSIBLE_PIPELINING": "True"}),
+             (f"+ forks = {n}", {"ANSIBLE_FORKS": str(n)}), ("+ free strategy", {"ANSIBLE_STRATEGY": "free"})]
+    configs: list[tuple[str, dict]] = []
+    env: dict = {"ANSIBLE_CONFIG": str(defaults_cfg)}
+    for label, change in steps:
+        env = {**env, **change}
+        configs.append((label, env))
+    shipped = {"ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
+               "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(work / "facts"), "ANSIBLE_STRATEGY": "free"}
+    configs.append(("shipped ansible.cfg + free strategy", shipped))
+    if args.mitogen:
+        plugins = args.mitogen / "ansible_mitogen" / "plugins" / "strategy"
+        # Mitogen opens its own SSH connections and applies host_key_checking itself (the bed's
+        # host keys are throwaway ones, as the ssh options of the other runs say)
+        configs.append(("+ Mitogen (mitogen_free)", {**shipped, "ANSIBLE_STRATEGY_PLUGINS": str(plugins),
+                                                     "ANSIBLE_STRATEGY": "mitogen_free", "ANSIBLE_HOST_KEY_CHECKING": "False",
+                                                     "PYTHONPATH": str(args.mitogen)}))
+    bindir = Path(sys.executable).parent
+    base_env = {"PATH": f"{bindir}:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root"), "ANSIBLE_NOCOLOR": "1",
+                "ANSIBLE_LOCAL_TEMP": str(work / "tmp"), "ANSIBLE_RETRY_FILES_ENABLED": "False"}
+
+    def play(extra: dict) -> tuple[float, dict]:
+        started = time.monotonic()
+        out = subprocess.run([str(bindir / "ansible-playbook"), "-i", str(inventory), str(playbook)],
+                             env={**base_env, **extra}, capture_output=True, text=True, timeout=1800)
+        elapsed = time.monotonic() - started
+        recap = _recap(out.stdout)
+        if out.returncode != 0 or len(recap) != n:
+            raise RuntimeError(f"ansible-playbook failed: {(out.stdout + out.stderr)[-3000:]}")
+        return elapsed, recap
+
+    times: dict[str, list[float]] = {label: [] for label, _ in configs}
+    try:
+        testbed.up()
+        converge_s, recap = play(configs[-1][1] if not args.mitogen else configs[-2][1])
+        play(facts | {"ANSIBLE_CONFIG": str(defaults_cfg)})  # the fact cache primed, as after any earlier run
+        for _ in range(args.rounds):
+            for label, extra in configs:
+                elapsed, recap = play(extra)
+                changed = sum(r.get("changed", 0) for r in recap.values())
+                if changed:
+                    raise RuntimeError(f"{label}: the no-change run changed {changed} host-tasks")
+                times[label].append(elapsed)
+                print(f"{label}: {elapsed:.1f} s", flush=True)
+    finally:
+        testbed.down()
+        shutil.rmtree(files, ignore_errors=True)
+    base = statistics.median(times["Ansible defaults"])
+    out = {
+        "hosts": n,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "converging_run_s": round(converge_s, 1),
+        "host_tasks_per_run": sum(r.get("ok", 0) + r.get("skipped", 0) for r in recap.values()),
+        "no_change_run_s": {label: {"median": round(statistics.median(v), 1), "runs": [round(x, 1) for x in v],
+                                    "speedup_over_defaults": round(base / statistics.median(v), 2)}
+                            for label, v in times.items()},
     }
     print(json.dumps(out, indent=2))
     if args.json:

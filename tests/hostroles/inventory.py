@@ -1,8 +1,9 @@
 """A small inventory for role tests: chosen hosts of a rendered environment, with every group
 variable, all-variable and group_vars/all file the full inventory gives them.
 
-Loading prod's full inventory (522 hosts) costs Ansible tens of seconds on a busy 2-core machine;
-the roles see exactly the same variables through this one.
+The roles see exactly the same variables through this one as through prod's full inventory
+(every group a chosen host is in, with its variables, flattened: no child groups), and a test can
+override a host's variables in it.
 """
 
 from __future__ import annotations

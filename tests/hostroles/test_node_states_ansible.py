@@ -4,6 +4,7 @@ names it. Run for real with ansible-runner over local connections."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import yaml
 
 from aiinfra.pipeline import build_text
 from aiinfra.render import render_all
+from aiinfra.render.inventory import INVENTORY_FILE, read_inventory
 from conftest import ROOT
 
 DOWN = '    nodes:\n      gpu02: {state: down, reason: "PSU failed, ticket 77"}\n      mgmt01: {state: drain, reason: "BIOS update"}\n'
@@ -23,13 +25,12 @@ def dev_with_states():
 
 def test_inventory_groups_and_host_vars_carry_the_state():
     built = dev_with_states()
-    inventory = yaml.safe_load(render_all(built.cluster, built.plan, only=["inventory"])["ansible/inventory.yml"])
-    children = inventory["all"]["children"]
-    assert list(children["node_down"]["hosts"]) == ["gpu02"]
-    assert list(children["node_drain"]["hosts"]) == ["mgmt01"]
-    hv = inventory["all"]["hosts"]["gpu02"]
+    hostvars, groups = read_inventory(render_all(built.cluster, built.plan, only=["inventory"])[INVENTORY_FILE])
+    assert groups["node_down"] == ["gpu02"]
+    assert groups["node_drain"] == ["mgmt01"]
+    hv = hostvars["gpu02"]
     assert (hv["aiinfra_node_state"], hv["aiinfra_node_reason"]) == ("down", "PSU failed, ticket 77")
-    assert "aiinfra_node_state" not in inventory["all"]["hosts"]["gpu01"]
+    assert "aiinfra_node_state" not in hostvars["gpu01"]
 
 
 def _project(tmp: Path, built) -> Path:
@@ -40,12 +41,14 @@ def _project(tmp: Path, built) -> Path:
     site = [{"name": "Touch", "hosts": "all", "gather_facts": False,
              "tasks": [{"name": "Say hello", "ansible.builtin.debug": {"msg": "{{ inventory_hostname }}"}}]}]
     (root / "playbooks" / "site.yml").write_text(yaml.safe_dump(site))
-    inventory = yaml.safe_load(render_all(built.cluster, built.plan, only=["inventory"])["ansible/inventory.yml"])
-    for hv in inventory["all"]["hosts"].values():  # every host local: the run is real, no ssh needed
-        hv.update({"ansible_connection": "local", "ansible_python_interpreter": sys.executable})
-    path = root / "manifests" / "dev" / "ansible" / "inventory.yml"
+    inventory = json.loads(render_all(built.cluster, built.plan, only=["inventory"])[INVENTORY_FILE])
+    for group in inventory["all"]["children"].values():  # every host local: the run is real, no ssh needed
+        for hv in (group.get("hosts") or {}).values():
+            if hv:
+                hv.update({"ansible_connection": "local", "ansible_python_interpreter": sys.executable})
+    path = root / "manifests" / "dev" / INVENTORY_FILE
     path.parent.mkdir(parents=True)
-    path.write_text(yaml.safe_dump(inventory))
+    path.write_text(json.dumps(inventory))
     return root
 
 

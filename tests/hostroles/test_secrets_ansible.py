@@ -2,7 +2,7 @@
 ansible-runner of .venv):
 
 - a blueprint string that reads as a Jinja template reaches the inventory marked unsafe (static
-  YAML, group_vars and the dynamic JSON): Ansible passes it on as text and runs nothing;
+  JSON, group_vars and the dynamic JSON): Ansible passes it on as text and runs nothing;
 - `aiinfra hosts up` (deploy.ansible.run_site) keeps neither the operator's environment nor -e
   secrets in its run folder, and keeps only the last runs;
 - the tasks that handle a secret are no_log.
@@ -21,7 +21,13 @@ import yaml
 
 from aiinfra.pipeline import Built, build_data
 from aiinfra.render.host_vars import render_host_vars
-from aiinfra.render.inventory import could_template, dynamic_list, inventory_model, render_inventory
+from aiinfra.render.inventory import (
+    INVENTORY_FILE,
+    could_template,
+    dynamic_list,
+    inventory_model,
+    render_inventory,
+)
 from conftest import ROOT
 
 from .ansible_run import BIN, run_playbook
@@ -64,7 +70,18 @@ def _write_static(built: Built, dest: Path) -> Path:
             path = dest / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
-    return dest / "ansible" / "inventory.yml"
+    return dest / INVENTORY_FILE
+
+
+def _unwrap(value: object) -> object:
+    """``value`` with every ``{"__ansible_unsafe": text}`` replaced by its text."""
+    if isinstance(value, dict):
+        if set(value) == {"__ansible_unsafe"}:
+            return value["__ansible_unsafe"]
+        return {k: _unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unwrap(v) for v in value]
+    return value
 
 
 def _probe(tmp: Path, inventory: Path) -> dict:
@@ -105,7 +122,10 @@ def test_static_inventory_strings_are_not_templated(tmp_path):
     built, values = _injected(marks)
     inventory = _write_static(built, tmp_path / "rendered")
     tagged = {p.name for p in inventory.parent.rglob("*.yml") if "!unsafe" in p.read_text()}
-    assert tagged == {"inventory.yml", "storage.yml", "fabric.yml"}
+    assert tagged == {"storage.yml", "fabric.yml"}
+    static = json.loads(inventory.read_text())["all"]
+    assert static["vars"]["aiinfra_versions"]["images"]["deepspeed"] == {"__ansible_unsafe": values["chart"]}
+    assert static["children"]["gpu_train"]["vars"]["aiinfra_storage_hca"] == {"__ansible_unsafe": values["storage_hca"]}
     assert _probe(tmp_path, inventory) == values  # the literal text, untouched
     assert list(marks.iterdir()) == []  # no lookup ran
 
@@ -116,8 +136,9 @@ def test_unmarked_the_same_inventory_runs_the_commands(tmp_path):
     marks.mkdir()
     built, _ = _injected(marks)
     inventory = _write_static(built, tmp_path / "rendered")
-    for path in [inventory, *inventory.parent.rglob("*.yml")]:
+    for path in inventory.parent.rglob("*.yml"):
         path.write_text(path.read_text().replace("!unsafe ", ""))
+    inventory.write_text(json.dumps(_unwrap(json.loads(inventory.read_text()))))
     _probe(tmp_path, inventory)
     assert sorted(p.name for p in marks.iterdir()) == ["chart", "hca", "mount", "pkey"]
 
@@ -143,12 +164,7 @@ def test_dynamic_inventory_strings_are_not_templated(tmp_path):
     script.write_text(f"#!/bin/sh\nAIINFRA_ROOT={project} exec {sys.executable} -m aiinfra.cli inventory "
                       f"--stack dev \"$@\"\n")
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
-    # The group_vars files travel beside the dynamic source, as they do beside the static file.
-    for rel, text in render_host_vars(built.cluster, built.plan).items():
-        if rel.startswith("ansible/group_vars/"):
-            path = script.parent / rel.removeprefix("ansible/")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
+    # No group_vars beside the script: it carries the group_vars/all values itself (marked too).
     assert _probe(tmp_path, script) == values
     assert list(marks.iterdir()) == []
 
@@ -168,7 +184,7 @@ def test_ansible_inventory_loads_the_marked_inventory(tmp_path):
     # ansible-inventory writes an untrusted string back as {"__ansible_unsafe": ...}, a plain one as text.
     assert gpu01["aiinfra_storage_hca"] == {"__ansible_unsafe": values["storage_hca"]}
     assert gpu01["aiinfra_node_group"] == "gpu-train"
-    assert sorted(listed["gpu_nodes"]["hosts"]) == ["gpu01", "gpu02"]
+    assert sorted(h for g in listed["gpu_nodes"]["children"] for h in listed[g]["hosts"]) == ["gpu01", "gpu02"]
 
 
 # ------------------------------------------------------------------ run folders keep no secret
@@ -193,9 +209,9 @@ def _project(tmp: Path) -> tuple[Path, Path]:
         {"name": "Say something that is not secret", "ansible.builtin.debug": {"msg": "configured"}}]}]
     (root / "playbooks").mkdir()
     (root / "playbooks" / "site.yml").write_text(yaml.safe_dump(site, sort_keys=False))
-    inventory = root / "manifests" / "dev" / "ansible" / "inventory.yml"
+    inventory = root / "manifests" / "dev" / INVENTORY_FILE
     inventory.parent.mkdir(parents=True)
-    inventory.write_text(yaml.safe_dump({"all": {"hosts": {"local1": {
+    inventory.write_text(json.dumps({"all": {"hosts": {"local1": {
         "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}}))
     secrets_file = tmp / "secrets.yml"
     secrets_file.write_text(yaml.safe_dump({"file_secret": FILE_SECRET}))
@@ -251,7 +267,7 @@ def test_ansible_runner_by_default_keeps_them(tmp_path, monkeypatch):
     private.mkdir()
     runner = ansible_runner.run(
         private_data_dir=str(private), playbook=str(root / "playbooks" / "site.yml"),
-        inventory=[str(root / "manifests" / "dev" / "ansible" / "inventory.yml")],
+        inventory=[str(root / "manifests" / "dev" / INVENTORY_FILE)],
         cmdline=f"--extra-vars secret={SECRET} --extra-vars @{tmp_path / 'secrets.yml'}",
         envvars={"ANSIBLE_CONFIG": str(root / "ansible.cfg")}, quiet=True)
     assert runner.rc == 0

@@ -51,7 +51,7 @@ def _run(root: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
            "ANSIBLE_FACT_CACHING_CONNECTION": str(root / "facts")}
     return subprocess.run(
-        [str(_playbook()), "-i", str(ROOT / "manifests" / "dev" / "ansible" / "inventory.yml"), "-i", str(inventory),
+        [str(_playbook()), "-i", str(ROOT / "manifests" / "dev" / "ansible" / "inventory.json"), "-i", str(inventory),
          str(ROOT / "playbooks" / "kubernetes.yml"), "--limit", HOST, "--skip-tags", SKIP_TAGS],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 

@@ -16,6 +16,7 @@ import yaml
 
 from aiinfra.errors import BlueprintError
 from aiinfra.pipeline import build_data
+from aiinfra.render.inventory import INVENTORY_FILE
 from conftest import ROOT, load_stack, render
 
 MIRROR = {"registry": "registry.site.local:5000", "helm": "oci://registry.site.local/charts",
@@ -66,6 +67,10 @@ def rendered_names(files: dict[str, str]) -> dict[str, set]:
         if path == "k8s-hosts/cluster.yml":
             cni = yaml.safe_load(text)["cni"]
             found["headers"].add((cni["chart"], cni["version"], cni["repository"]))
+            found["images"].add(yaml.safe_load(text)["sandbox_image"])  # containerd's pause (playbooks/kubernetes.yml)
+        if path == INVENTORY_FILE:  # what the nccl_tests and megatron_lm roles check out
+            software = json.loads(text)["all"]["vars"].get("aiinfra_job_software", {})
+            found["git"] |= {(c["repository"], c["tag"]) for c in software.values()}
         for m in re.finditer(r"^CONTAINER_IMAGE=(\S+)", text, re.M):  # pyxis: registry#path
             found["images"].add(shlex.split(m[1])[0].replace("#", "/", 1))
     return found
@@ -126,7 +131,7 @@ def test_the_mirror_changes_every_image_chart_and_git_source(mirrored):
     repos = next(d for d in project if d)["spec"]["sourceRepos"]
     assert _argocd(MIRROR["helm"]) in repos
     for path, text in files.items():
-        if path in ("ansible/inventory.yml", "cluster.json"):
+        if path in (INVENTORY_FILE, "cluster.json"):
             continue  # the record of the blueprint's pins (aiinfra_versions, versions): no role pulls from it
         for upstream in ("nvcr.io/", "helm.ngc.nvidia.com", "registry.k8s.io/", "argoproj.github.io",
                          "github.com/kubeflow", "docs.tigera.io", "vllm/vllm-openai:"):

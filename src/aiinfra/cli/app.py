@@ -8,30 +8,65 @@ The stack defaults to ``$AIINFRA_STACK``, else ``dev``.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from aiinfra import paths
 from aiinfra.cli.console import console
+from aiinfra.cli.lazy import layered
 from aiinfra.errors import AiinfraError, BlueprintError, Level, Problem, UsageError
-from aiinfra.pipeline import Built, build_file
+
+if TYPE_CHECKING:
+    from typer import _click
+
+    from aiinfra.pipeline import Built
+
+#: The commands each layer mounts from a module of its own with ``register(app, load)``, imported
+#: on first use (:mod:`aiinfra.cli.lazy`): what ``aiinfra --help`` lists, in its order, with each
+#: command's summary (the first paragraph of its help; tests/cli/test_startup.py compares them).
+LAYERS = (
+    ("plan", "aiinfra.cli.plan",
+     "Capacity plan of every training job and serving deployment, reliability, power and failures."),
+    ("init", "aiinfra.cli.init",
+     "Scaffold a site's configuration repository: blueprint, manifests, Pulumi project, CI, README."),
+    ("artifacts", "aiinfra.cli.artifacts",
+     "Images, charts, git sources, OS packages and models the stack needs, and their mirror."),
+    ("size", "aiinfra.cli.plan", "Size one training job or serving deployment from flags (no blueprint needed)."),
+    ("hosts", "aiinfra.cli.hosts", "Configure hosts with Ansible from the rendered inventory."),
+    ("fabric", "aiinfra.cli.fabric", "The fabric: its picture and cabling plan, the nccl-tests acceptance gate."),
+    ("node", "aiinfra.cli.node", "Take nodes out of service and back, now (Slurm and Kubernetes); the "
+                                 "blueprint's nodes: section is the record."),
+)
+#: How every command prints its help, the root's and each layer's alike.
+SETTINGS = {
+    "pretty_exceptions_enable": False,
+    # Plain (click) help for every command, sub-apps included: it wraps at $COLUMNS without cutting
+    # option names, prints "[default: ...]" and "[png]" as written (rich markup would eat them) and
+    # never colours a pipe.
+    "rich_markup_mode": None,
+}
+
+
+def mount(module: str) -> dict[str, _click.Command]:
+    """The commands a layer module mounts, made as the root makes its own."""
+    layer = typer.Typer(add_completion=False, **SETTINGS)
+    importlib.import_module(module).register(layer, load)
+    return dict(typer.main.get_group(layer).commands)
+
 
 app = typer.Typer(
     name="aiinfra",
     help="One blueprint per environment -> validated spec -> plan -> rendered Slurm, Kubernetes, Ansible.",
     no_args_is_help=True,
     add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish
-    pretty_exceptions_enable=False,
-    # Plain (click) help for every command, sub-apps included: it wraps at $COLUMNS without cutting
-    # option names, prints "[default: ...]" and "[png]" as written (rich markup would eat them) and
-    # never colours a pipe.
-    rich_markup_mode=None,
+    cls=layered(LAYERS, mount),
+    **SETTINGS,
 )
 out = console()
 err = console(stderr=True)
@@ -87,6 +122,14 @@ def resolve(stack: str | None, file: Path | None) -> tuple[Path, str]:
     return path, str(path.relative_to(root))
 
 
+def build_file(path: Path, display: str) -> Built:
+    """:func:`aiinfra.pipeline.build_file`: the pipeline (spec, planner, checks) is imported by the
+    commands that read a blueprint, not by ``aiinfra --help``."""
+    from aiinfra.pipeline import build_file as build
+
+    return build(path, display)
+
+
 def load(stack: str | None, file: Path | None) -> Built:
     """The environment through the pipeline: Cluster, Plan and warnings, or a BlueprintError."""
     path, shown = resolve(stack, file)
@@ -125,6 +168,8 @@ def validate(stack: StackOpt = None, file: FileOpt = None, json_out: JsonOpt = F
 @app.command()
 def show(stack: StackOpt = None, file: FileOpt = None, json_out: JsonOpt = False) -> None:
     """What the environment is: nodes, GPUs, HBM, fabric, storage, schedulers, pinned versions."""
+    from rich.table import Table
+
     from aiinfra.render.summary import summary
     from aiinfra.spec.units import format_bytes
 
@@ -167,6 +212,10 @@ def show(stack: StackOpt = None, file: FileOpt = None, json_out: JsonOpt = False
             lu = data["storage"]["lustre"]
             st.add_row("lustre", f"{lu['fsname']} at {lu['mountpoint']}: {format_bytes(lu['capacity_bytes'], False)}, "
                                  f"{lu['bandwidth_bytes_per_s'] / 1e9:.0f} GB/s over {lu['lnet']}")
+        if "gpfs" in data["storage"]:
+            gp = data["storage"]["gpfs"]
+            st.add_row("gpfs", f"{gp['fsname']} at {gp['mountpoint']}: {format_bytes(gp['capacity_bytes'], False)}, "
+                               f"{gp['bandwidth_bytes_per_s'] / 1e9:.0f} GB/s, cluster {gp['cluster_name']}")
         if "nvmeof" in data["storage"]:
             nv = data["storage"]["nvmeof"]
             st.add_row("nvme-of", f"{nv['targets']} target(s) over {nv['transport']}")
@@ -259,30 +308,21 @@ def inventory(
     host: Annotated[str | None, typer.Option("--host", help="one host's variables (JSON)")] = None,
 ) -> None:
     """Ansible dynamic inventory from the blueprint (`ansible-inventory -i playbooks/inventory.sh`)."""
+    from aiinfra.render.host_vars import all_group_vars
     from aiinfra.render.inventory import dynamic_host, dynamic_list, inventory_model
 
     if list_ == (host is not None):
         raise UsageError("give exactly one of --list or --host NAME")
-    model = inventory_model(load(stack, None).cluster)
-    if list_:
-        sys.stdout.write(json.dumps(dynamic_list(model), sort_keys=True) + "\n")
+    cluster = load(stack, None).cluster
+    model = inventory_model(cluster)
+    if list_:  # with the variables the static inventory has beside it in group_vars/all
+        sys.stdout.write(json.dumps(dynamic_list(model, all_group_vars(cluster)), sort_keys=True) + "\n")
         return
     if host not in model.hostvars:
         from aiinfra.catalog.names import suggest
 
         raise UsageError(f"no host '{host}' in this environment{suggest(host, list(model.hostvars))}")
     sys.stdout.write(json.dumps(dynamic_host(model, host), sort_keys=True) + "\n")
-
-
-# Each layer adds its commands with ``register(app, load)`` in a module of its own.
-def _mount_layers() -> None:
-    from aiinfra.cli import artifacts, fabric, hosts, init, node, plan
-
-    for module in (plan, hosts, fabric, node, init, artifacts):
-        module.register(app, load)
-
-
-_mount_layers()
 
 
 INTERNAL_ERROR = 70  # EX_SOFTWARE (sysexits.h): CI can tell a crash from a refusal (1) or bad usage (2)

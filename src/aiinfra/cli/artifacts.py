@@ -7,13 +7,15 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from aiinfra.cli.console import console
-from aiinfra.pipeline import Built
 from aiinfra.plan.artifacts import mirror_script, stack_artifacts
+
+if TYPE_CHECKING:
+    from aiinfra.pipeline import Built
 
 out = console()
 

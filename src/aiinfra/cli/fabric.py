@@ -2,7 +2,7 @@
 ``draw`` and ``cabling``, the fabric model as a picture and as a cabling plan (:mod:`aiinfra.render.fabric_draw`,
 :mod:`aiinfra.render.cabling`); ``import-cabling``, a site's sheet back into the blueprint.
 
-Mounted by :func:`aiinfra.cli._mount_optional` through :func:`register`.
+Mounted through :func:`register` when a ``fabric`` command runs (:data:`aiinfra.cli.app.LAYERS`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich import box
@@ -19,7 +19,9 @@ from rich.text import Text
 
 from aiinfra.cli.console import console
 from aiinfra.errors import UsageError
-from aiinfra.pipeline import Built
+
+if TYPE_CHECKING:
+    from aiinfra.pipeline import Built
 
 out = console()
 err = console(stderr=True)

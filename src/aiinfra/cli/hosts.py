@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Group
@@ -18,7 +18,9 @@ from rich.text import Text
 
 from aiinfra import paths
 from aiinfra.cli.console import console, interactive
-from aiinfra.pipeline import Built
+
+if TYPE_CHECKING:
+    from aiinfra.pipeline import Built
 
 out = console()
 err = console(stderr=True)
@@ -79,7 +81,7 @@ def register(app: typer.Typer, load: Callable[[str | None, Path | None], Built])
             "--inventory", "-i", help="an extra inventory source beside the rendered one")] = None,
         forks: Annotated[int | None, typer.Option("--forks", help="hosts in parallel [ansible.cfg]")] = None,
     ) -> None:
-        """Run playbooks/site.yml over manifests/<env>/ansible/inventory.yml; exit 1 if a host failed."""
+        """Run playbooks/site.yml over manifests/<env>/ansible/inventory.json; exit 1 if a host failed."""
         from aiinfra.deploy.ansible import ensure_fresh, run_site
         from aiinfra.render.templates import fold
 

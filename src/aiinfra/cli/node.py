@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -19,7 +19,9 @@ from rich.text import Text
 
 from aiinfra import paths
 from aiinfra.cli.console import console
-from aiinfra.pipeline import Built
+
+if TYPE_CHECKING:
+    from aiinfra.pipeline import Built
 
 out = console()
 err = console(stderr=True)

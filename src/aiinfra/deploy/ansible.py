@@ -32,6 +32,7 @@ from aiinfra.catalog.names import suggest
 from aiinfra.errors import AiinfraError, UsageError
 from aiinfra.plan.cluster import ClusterPlan
 from aiinfra.render import render_all
+from aiinfra.render.inventory import INVENTORY_FILE
 from aiinfra.render.writer import TreeDiff, diff_tree, write_tree
 from aiinfra.spec.cluster import Cluster
 
@@ -349,7 +350,7 @@ def run_site(
 
     code = code_root(root)
     playbook_path = code / "playbooks" / playbook
-    inventory = paths.manifests_dir(cluster.env, root) / "ansible" / "inventory.yml"
+    inventory = paths.manifests_dir(cluster.env, root) / INVENTORY_FILE
     for path in (playbook_path, inventory):
         if not path.is_file():
             raise DeployError(f"{path} not found")
@@ -467,7 +468,7 @@ def run_module(
     without any shell quoting. Returns one result per host that answered or was unreachable."""
 
     code = code_root(root)
-    inventory = paths.manifests_dir(cluster.env, root) / "ansible" / "inventory.yml"
+    inventory = paths.manifests_dir(cluster.env, root) / INVENTORY_FILE
     if not inventory.is_file():
         raise DeployError(f"{inventory} not found")
     bindir = Path(sys.executable).parent
@@ -548,5 +549,5 @@ def run_command(cluster: Cluster, root: Path, host: str, argv: list[str], **opti
     """Run ``argv`` (no shell) on one host of the inventory with ``ansible.builtin.command``."""
     results = run_module(cluster, root, host, "ansible.builtin.command", {"argv": argv}, **options)
     if host not in results:
-        raise DeployError(f"ansible ran nothing on {host}: is it in manifests/{cluster.env}/ansible/inventory.yml?")
+        raise DeployError(f"ansible ran nothing on {host}: is it in manifests/{cluster.env}/{INVENTORY_FILE}?")
     return results[host]

@@ -20,6 +20,11 @@ switch ports, as follows (the ``aiinfra fabric cabling`` CSV and ``docs/operatio
   every spine of its group; adding an SU appends ports, but a new spine (more SUs than the group's
   spines can take) re-deals the group.
 - One SU has no spine layer (the model's: its leaves are the whole fabric).
+- **Core** (three levels): a spine of a spine group gives ports ``1..radix/2`` to its leaves (dealt as
+  above) and ``radix/2 + 1 .. radix`` to the core switches of its plane (``core-r0-01``). The up-ports of
+  the plane's spines (order: spine group, spine, port) are dealt out in turn over its core switches as
+  the leaf uplinks are over the spines. A ``spine-core`` row names the spine and its port in the
+  ``leaf`` and ``leaf_port`` columns (the lower switch), the core switch in ``spine`` and ``spine_port``.
 """
 
 from __future__ import annotations
@@ -33,20 +38,21 @@ from ClusterShell.NodeSet import NodeSet
 
 from aiinfra.spec import addressing
 from aiinfra.spec.cluster import Cluster, Host, su_name
+from aiinfra.spec.fabric import core_group_name
 
 
 @dataclass(frozen=True, slots=True)
 class Cable:
     """One cable: a node's rail HCA to a leaf port (``node-leaf``) or a leaf up-port to a spine port."""
 
-    link: str  # "node-leaf" | "leaf-spine"
+    link: str  # "node-leaf" | "leaf-spine" | "spine-core" (three levels)
     su: str
     rail: int
     host: str  # "" for leaf-spine
     hca: str  # "" for leaf-spine
-    leaf: str
+    leaf: str  # the lower switch: the leaf, or for spine-core the spine
     leaf_port: int
-    spine: str  # "" for node-leaf
+    spine: str  # the upper switch: the spine, or for spine-core the core switch; "" for node-leaf
     spine_port: int | None
 
 
@@ -116,12 +122,32 @@ def cables(cluster: Cluster) -> Iterator[Cable]:
     if not spines:
         return
     first, n = first_uplink(cluster), uplinks(cluster)
-    for group, leaves in spine_groups(cluster).items():
+    groups = spine_groups(cluster)
+    for group, leaves in groups.items():
         for i, (su, rail, leaf) in enumerate(leaves):
             for u in range(n):
                 k = i * n + u
                 yield Cable("leaf-spine", su_name(su), rail, "", "", leaf, first + u, spine_name(group, k % spines),
                             k // spines + 1)
+    if fab.levels == 3 and fab.core_switches_per_group:
+        yield from _core_cables(cluster, groups)
+
+
+def _core_cables(cluster: Cluster, groups: dict[str, list[tuple[int, int, str]]]) -> Iterator[Cable]:
+    """The spine up-ports of every plane dealt over the plane's core switches (three levels)."""
+    fab = cluster.fabric
+    assert fab is not None
+    half, cores = fab.switch_radix // 2, fab.core_switches_per_group
+    dealt: dict[str, int] = {}  # core group -> uplinks dealt so far
+    for group, leaves in groups.items():  # spine groups in order: sg01's planes, then sg02's ...
+        rail = leaves[0][1]  # the plane's rail (a plain fat-tree has one plane for all rails: rail 0's)
+        core = core_group_name(fab.topology, rail)
+        for s in range(fab.spine_switches_per_group):
+            for u in range(half):
+                k = dealt.get(core, 0)
+                dealt[core] = k + 1
+                yield Cable("spine-core", "", rail, "", "", spine_name(group, s), half + u + 1,
+                            spine_name(core, k % cores), k // cores + 1)
 
 
 def cabling_csv(cluster: Cluster) -> str:

@@ -141,7 +141,12 @@ def picture(cluster: Cluster, failed: Mapping[str, str] | None = None) -> Pictur
     spines = (f"{fab.spine_switches} spines in {fab.spine_groups} group(s) of {fab.spine_switches_per_group}"
               if fab.spine_switches else "no spines (one SU)")
     line(f"{fab.leaf_switches} leaves (one per rail per SU), {spines}; {fab.switch_radix}-port switches")
-    line("two levels, leaf and spine: no core layer (a three-level fabric is not modelled)")
+    if fab.levels == 3:
+        line(f"three levels: {plural(fab.spine_groups // fab.planes, 'spine group')} of up to "
+             f"{plural(fab.sus_per_spine_group, 'SU')} under {fab.core_switches} core switches in "
+             f"{plural(fab.core_groups, 'group')} of {fab.core_switches_per_group}")
+    else:
+        line("two levels, leaf and spine: no core layer (fabric.levels: 3 adds one)")
     down_ports = "port 1" if fab.su_nodes == 1 else f"ports 1-{fab.su_nodes}"
     up_ports = f"{first_uplink(cluster)}-{first_uplink(cluster) + up - 1}: uplinks to the spine group" if up else "no uplinks"
     line(f"leaf {down_ports}: nodes; {up_ports} (aiinfra fabric cabling)", 12, FAINT)
@@ -157,11 +162,17 @@ def picture(cluster: Cluster, failed: Mapping[str, str] | None = None) -> Pictur
         cx = x_cols + i * col_w + col_w // 2
         shapes.append(Text(cx, y, su_name(su), 12, INK, "middle", bold=True))
     top = y + 10
-    rail_of_group = {g: sorted({rail for _su, rail, _leaf in leaves}) for g, leaves in groups.items()}
-    for group, rails in rail_of_group.items():
+    rail_of_group: dict[str, set[int]] = {}
+    for g, leaves in groups.items():  # three levels: one box per plane, for the spine groups of all SUs
+        plane = g.split("-", 1)[1] if fab.levels == 3 else g
+        rail_of_group.setdefault(plane, set()).update(rail for _su, rail, _leaf in leaves)
+    for group, rail_set in rail_of_group.items():
+        rails = sorted(rail_set)
         gy, gh = top + rails[0] * row_h + 3, len(rails) * row_h - 6
         shapes.append(Rect(m, gy, box_w, gh, "#f4f4f4"))
         label = f"{group}: {fab.spine_switches_per_group} x {fab.switch_radix}p" if fab.spine_switches else group
+        if fab.levels == 3:
+            label = f"{group}: {fab.spine_groups // fab.planes} x {fab.spine_switches_per_group}"
         shapes.append(Text(m + 8, gy + gh // 2 + 4, label, 12))
     for rail in range(fab.rails):
         colour = RAIL_COLOURS[rail % len(RAIL_COLOURS)]

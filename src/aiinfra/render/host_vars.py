@@ -5,7 +5,8 @@ The host roles (common, nvidia_driver, infiniband, lustre_client, nvmeof, contai
 dcgm) and playbooks/rolling.yml also need parts of the blueprint that are the same for every
 host: the fabric's partition keys and subnet managers, the storage network, Lustre and NVMe-oF,
 and the rollout batches. Ansible loads ``group_vars/`` next to an inventory file by itself, so
-these files reach every play that uses the rendered inventory. ``slurm.yml`` carries what the slurm
+these files reach every play that uses the rendered inventory; the dynamic inventory carries them
+in ``all`` (:func:`all_group_vars`). ``slurm.yml`` carries what the slurm
 and container_runtime roles take from the Slurm render (:func:`aiinfra.render.slurm.role_inputs`):
 paths the daemons use, the accounting objects, the restart record and the pyxis plugin.
 
@@ -57,7 +58,9 @@ def fabric_vars(cluster: Cluster) -> dict:
 
 
 def storage_vars(cluster: Cluster) -> dict:
-    """``aiinfra_storage_network``, ``aiinfra_lustre`` and ``aiinfra_nvmeof`` (null when not declared)."""
+    """``aiinfra_storage_network``, ``aiinfra_lustre`` and ``aiinfra_nvmeof`` (null when not declared), and
+    ``aiinfra_gpfs`` for the gpfs_client role when the blueprint declares storage.gpfs. With
+    ``parallel_fs: gpfs`` there is no ``aiinfra_lustre``: no host mounts Lustre."""
     bp = cluster.blueprint
     net = bp.networks.storage
     storage_network = None
@@ -66,7 +69,8 @@ def storage_vars(cluster: Cluster) -> dict:
         storage_network = {"cidr": str(cidr), "prefix": cidr.prefixlen}
     lustre = bp.storage.lustre
     nvmeof = bp.storage.nvmeof
-    return {
+    gpfs = bp.storage.gpfs
+    values: dict = {
         "aiinfra_storage_network": storage_network,
         "aiinfra_lustre": None if lustre is None else {
             "fsname": lustre.fsname,
@@ -80,6 +84,17 @@ def storage_vars(cluster: Cluster) -> dict:
             "targets": [{"nqn": t.nqn, "address": t.address, "port": t.port} for t in nvmeof.targets],
         },
     }
+    if bp.storage.parallel_fs != "lustre":  # the lustre_client role runs nowhere: nothing of Lustre to say
+        del values["aiinfra_lustre"]
+    if gpfs is not None:
+        values["aiinfra_gpfs"] = {
+            "cluster_name": gpfs.cluster_name,
+            "admin_node": gpfs.admin_node,
+            "fsname": gpfs.fsname,
+            "mountpoint": gpfs.mountpoint,
+            "mount_options": list(gpfs.mount_options),
+        }
+    return values
 
 
 def rollout_vars(cluster: Cluster) -> dict:
@@ -96,13 +111,25 @@ def etc_hosts(cluster: Cluster) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: group_vars/all/<name>.yml: (what, values of the cluster)
+GROUP_VARS_ALL = {"fabric": ("Fabric", fabric_vars), "storage": ("Storage", storage_vars),
+                  "rollout": ("Rollout", rollout_vars), "slurm": ("Slurm", role_inputs)}
+
+
+def all_group_vars(cluster: Cluster) -> dict:
+    """Every variable of the group_vars/all files: what a dynamic inventory, which has no
+    group_vars beside it, carries in ``all``."""
+    out: dict = {}
+    for _, values in GROUP_VARS_ALL.values():
+        out.update(values(cluster))
+    return out
+
+
 @renderer("host_vars", "Variables of the host roles (group_vars/all) and the cluster's /etc/hosts block")
 def render_host_vars(cluster: Cluster, plan: ClusterPlan) -> Artifacts:
     group_vars = "ansible/group_vars/all"
-    files = {"fabric": ("Fabric", fabric_vars), "storage": ("Storage", storage_vars),
-             "rollout": ("Rollout", rollout_vars), "slurm": ("Slurm", role_inputs)}
     return {
         **{f"{group_vars}/{name}.yml": _header(cluster, f"{what} variables") + dump_yaml_unsafe(values(cluster))
-           for name, (what, values) in files.items()},
+           for name, (what, values) in GROUP_VARS_ALL.items()},
         "hosts/etc-hosts": etc_hosts(cluster),
     }

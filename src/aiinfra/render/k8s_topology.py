@@ -1,10 +1,11 @@
 """Kubernetes node labels and taints, derived from the cluster and fabric model.
 
 One function, :func:`node_labels`, says what a node is: its GPU product and count, node group,
-scalable unit (SU), the leaf switch of each rail and its NVLink domain. The kubelet registers the
-node with these labels (``manifests/<env>/k8s-hosts/nodes.yaml``, applied by the ``kubernetes``
-role), Kueue's ResourceFlavors select them and Kueue's Topology is built from the same keys
-(:func:`topology_levels`), so the placement Kueue computes is the fabric the blueprint describes.
+spine group (three-level fabrics), scalable unit (SU), the leaf switch of each rail and its NVLink
+domain. The kubelet registers the node with these labels (``manifests/<env>/k8s-hosts/nodes.yaml``,
+applied by the ``kubernetes`` role), Kueue's ResourceFlavors select them and Kueue's Topology is
+built from the same keys (:func:`topology_levels`), so the placement Kueue computes is the fabric
+the blueprint describes.
 
 Labels are under ``aiinfra.io/`` (kubelets may set these; ``nvidia.com/gpu.*`` belong to GPU
 Feature Discovery and ``node-role.kubernetes.io/*`` to kubeadm).
@@ -24,6 +25,7 @@ from aiinfra.catalog.k8s_resources import (
 )
 from aiinfra.spec.addressing import split_name
 from aiinfra.spec.cluster import Cluster, Group, Host, su_name
+from aiinfra.spec.fabric import sg_name
 
 PREFIX = LABEL_PREFIX
 GPU_MODEL_LABEL = f"{PREFIX}/gpu-model"
@@ -31,7 +33,11 @@ GPU_PRODUCT_LABEL = f"{PREFIX}/gpu-product"
 GPU_COUNT_LABEL = f"{PREFIX}/gpu-count"
 NVLINK_DOMAIN_LABEL = f"{PREFIX}/nvlink-domain"
 LUSTRE_LABEL = f"{PREFIX}/lustre"
+# nodes that mount the chosen parallel file system (storage.parallel_fs), for its hostPath volumes
+PARALLEL_FS_LABEL = {"lustre": LUSTRE_LABEL, "gpfs": f"{PREFIX}/gpfs"}
 HOSTNAME_LABEL = "kubernetes.io/hostname"
+# three-level fabrics: the spine group of the node's SU (sg01), the level of Kueue's Topology above the SU
+SPINE_GROUP_LABEL = f"{PREFIX}/spine-group"
 
 
 
@@ -82,10 +88,13 @@ def node_labels(cluster: Cluster, host_name: str) -> dict[str, str]:
         labels[NVLINK_DOMAIN_LABEL] = nvlink_domain(cluster, host) or host.name
     if host.su is not None:
         labels[SU_LABEL] = su_name(host.su)
+    if host.spine_group is not None:
+        labels[SPINE_GROUP_LABEL] = sg_name(host.spine_group)
     for port in host.rails:
         labels[leaf_label(port.rail)] = port.leaf
-    if "lustre_client" in group.roles:
-        labels[LUSTRE_LABEL] = "true"
+    storage = cluster.blueprint.storage
+    if storage.client_role in group.roles:
+        labels[PARALLEL_FS_LABEL[storage.parallel_fs]] = "true"
     return dict(sorted(labels.items()))
 
 
@@ -101,13 +110,17 @@ def node_taints(cluster: Cluster, host_name: str) -> list[dict[str, str]]:
 
 
 def topology_levels(cluster: Cluster) -> list[TopologyLevel]:
-    """Kueue Topology levels, widest first: scalable unit (the nodes below one set of leaf
-    switches, one per rail), NVLink domain, host. Built from the same label keys as
-    :func:`node_labels`. In a rail-optimized fabric the leaves of every rail split the nodes
-    exactly as the SUs do, so the SU level is the leaf level too."""
+    """Kueue Topology levels, widest first: spine group (three-level fabrics: the SUs below one set
+    of spines), scalable unit (the nodes below one set of leaf switches, one per rail), NVLink
+    domain, host. Built from the same label keys as :func:`node_labels`. In a rail-optimized fabric
+    the leaves of every rail split the nodes exactly as the SUs do, so the SU level is the leaf level
+    too."""
     levels = []
-    if cluster.fabric is not None and any(cluster.hosts[h].su is not None
-                                          for g in kubernetes_groups(cluster) for h in g.hosts):
+    on_fabric = cluster.fabric is not None and any(cluster.hosts[h].su is not None
+                                                   for g in kubernetes_groups(cluster) for h in g.hosts)
+    if on_fabric and cluster.fabric.levels == 3:
+        levels.append(TopologyLevel("spine group (spine switches of every rail above its SUs)", SPINE_GROUP_LABEL))
+    if on_fabric:
         levels.append(TopologyLevel("scalable unit (leaf switches of every rail)", SU_LABEL))
     if any(g.gpu is not None for g in kubernetes_groups(cluster)):
         levels.append(TopologyLevel("NVLink domain", NVLINK_DOMAIN_LABEL))

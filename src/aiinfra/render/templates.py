@@ -10,9 +10,9 @@ from pathlib import Path
 
 import jinja2
 import yaml
-from ClusterShell.NodeSet import NodeSet
 
 from aiinfra.paths import templates_dir
+from aiinfra.spec.hostlists import fold as fold_hostlist
 
 
 def to_yaml(value: object) -> str:
@@ -22,7 +22,7 @@ def to_yaml(value: object) -> str:
 
 def fold(hosts: Iterable[str]) -> str:
     """Fold host names into a hostlist expression: gpu001..gpu480 -> gpu[001-480]."""
-    return str(NodeSet.fromlist(list(hosts)))
+    return fold_hostlist(hosts)
 
 
 class StableDumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]

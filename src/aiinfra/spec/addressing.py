@@ -16,29 +16,31 @@ moving another. A name without a trailing number takes a block of one.
 from __future__ import annotations
 
 import ipaddress
-import re
 import socket
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import NamedTuple
 
 from aiinfra.spec.models import NodeGroup
 
-_NUMBERED = re.compile(r"(.*?)(\d+)")
+_DIGITS = "0123456789"
 
 
-@dataclass(frozen=True)
-class HostName:
+class HostName(NamedTuple):
     prefix: str
     number: int | None  # None: no trailing number
     width: int  # digits as written (zero padding included)
 
 
+@lru_cache(maxsize=1 << 17)
 def split_name(host: str) -> HostName:
-    """``gpu017`` -> (``gpu``, 17, 3); ``head`` -> (``head``, None, 0)."""
-    m = _NUMBERED.fullmatch(host)
-    if not m:
+    """``gpu017`` -> (``gpu``, 17, 3); ``head`` -> (``head``, None, 0). (Asked for every host several
+    times per build, by the checks and the Cluster: remembered, not parsed again.)"""
+    prefix = host.rstrip(_DIGITS)
+    if len(prefix) == len(host):
         return HostName(host, None, 0)
-    return HostName(m.group(1), int(m.group(2)), len(m.group(2)))
+    return HostName(prefix, int(host[len(prefix):]), len(host) - len(prefix))
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """The validated, derived cluster: what every planner and renderer reads.
 
 Built once (by :mod:`aiinfra.pipeline`) from a Blueprint that passed the ``blueprint`` checks. Hosts are expanded from the
-hostlists, each gets its addresses and (GPU nodes) its SU, leaves and IPoIB addresses per rail.
+hostlists, each gets its addresses and (GPU nodes) its SU; its leaves, spine groups and IPoIB addresses per rail
+follow from the SU and index through its group's :class:`~aiinfra.spec.fabric.RailPlan` when asked for.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import NamedTuple
 
 from ClusterShell.NodeSet import NodeSet
 
@@ -17,18 +19,21 @@ from aiinfra.catalog.links import link_rate
 from aiinfra.spec import addressing
 from aiinfra.spec.fabric import (
     FabricSummary,
+    RailPlan,
     RailPort,
+    default_sus_per_spine_group,
     ipoib_netdev,
-    leaf_name,
-    spine_group_name,
+    spine_group_of,
     su_name,
     summarize,
 )
+from aiinfra.spec.hostlists import expand, fold
 from aiinfra.spec.models import Blueprint, NodeGroup, NodeState, NodeType
 
 
-@dataclass(frozen=True, slots=True)
-class Host:
+class Host(NamedTuple):
+    """One host of the cluster (a named tuple: a 32,768-node cluster builds one per node)."""
+
     name: str
     group: str
     index: int  # host index in every network (see addressing): from the name, never from a list position
@@ -36,7 +41,29 @@ class Host:
     bmc_address: str
     storage_address: str | None
     su: int | None  # 1-based scalable unit, GPU nodes only: from the cabling map or the node's number
-    rails: tuple[RailPort, ...]
+    rail_plan: RailPlan | None = None  # the group's, GPU nodes on a fabric only
+
+    @property
+    def rails(self) -> tuple[RailPort, ...]:
+        """The node's port on every rail: HCA, leaf, spine group (and core group), IPoIB address."""
+        if self.rail_plan is None or self.su is None:
+            return ()
+        return self.rail_plan.ports(self.su, self.index)
+
+    @property
+    def rail_addresses(self) -> list[str]:
+        """The node's IPoIB address on every rail (``[p.ipoib_address for p in rails]``, without building the ports)."""
+        if self.rail_plan is None or self.su is None:
+            return []
+        return self.rail_plan.addresses(self.index)
+
+    @property
+    def spine_group(self) -> int | None:
+        """The 1-based spine group of the node's SU in a three-level fabric, else None."""
+        plan = self.rail_plan
+        if plan is None or self.su is None or plan.levels != 3:
+            return None
+        return spine_group_of(self.su, plan.sus_per_spine_group)
 
 
 @dataclass(frozen=True)
@@ -97,9 +124,9 @@ class Group:
     def gpu_count(self) -> int:
         return self.node_count * self.gpus_per_node
 
-    @property
+    @cached_property
     def hostlist(self) -> str:
-        return str(NodeSet.fromlist(self.hosts))
+        return fold(self.hosts)
 
     @property
     def ansible_group(self) -> str:
@@ -164,7 +191,7 @@ class Cluster:
 
 def expand_groups(bp: Blueprint) -> dict[str, tuple[str, ...]]:
     """Hosts of every node group, in hostlist order (decommissioned ones included: their names stay taken)."""
-    return {g.name: tuple(NodeSet(g.hosts)) for g in bp.node_groups}
+    return {g.name: expand(g.hosts) for g in bp.node_groups}
 
 
 def node_states(bp: Blueprint) -> dict[str, NodeState]:
@@ -218,49 +245,40 @@ def build_cluster(env: str, source: str, bp: Blueprint, expanded: dict[str, tupl
     fabric_spec = bp.fabric
 
     fabric = None
-    rail_hcas: dict[str, list[str]] = {}
-    rail_nets: list = []
+    plans: dict[str, RailPlan] = {}
     if fabric_spec is not None and gpu_hosts:
         rails = max(len(NodeSet(g.node_type.rails.hcas)) for g in groups.values() if g.node_type.rails)
         rate = link_rate(fabric_spec.rate)
         radix = fabric_spec.switch_radix or rate.switch_radix
+        per_group = fabric_spec.sus_per_spine_group or default_sus_per_spine_group(radix)
+        su_numbers = set(sus.values())
         fabric = summarize(fabric_spec.topology, rate.name, rate.gbps, rails, fabric_spec.su_nodes,
-                           len(gpu_hosts), radix, su_count=len(set(sus.values())))
-        if nets.ipoib:
-            rail_nets = addressing.rail_subnets(nets.ipoib.cidr, nets.ipoib.rail_prefix, rails)
+                           len(gpu_hosts), radix, su_count=len(su_numbers), levels=fabric_spec.levels,
+                           sus_per_spine_group=per_group,
+                           spine_groups_used=len({spine_group_of(su, per_group) for su in su_numbers}))
+        rail_nets = addressing.rail_subnets(nets.ipoib.cidr, nets.ipoib.rail_prefix, rails) if nets.ipoib else []
+        for group in groups.values():
+            if group.node_type.rails:
+                plans[group.name] = RailPlan(
+                    fabric_spec.topology, fabric_spec.levels, per_group, tuple(NodeSet(group.node_type.rails.hcas)),
+                    tuple(int(net.network_address) for net in rail_nets), rail_nets[0].prefixlen if rail_nets else None)
 
     hosts: dict[str, Host] = {}
+    address = addressing.address
     for group in groups.values():
-        if group.node_type.rails and group.name not in rail_hcas:
-            rail_hcas[group.name] = list(NodeSet(group.node_type.rails.hcas))
-        hcas = rail_hcas.get(group.name, [])
+        plan = plans.get(group.name)
         for name in group.hosts:
             index = indices[name]
-            su = None
-            ports: tuple[RailPort, ...] = ()
-            if name in sus and fabric is not None:
-                su = sus[name]
-                ports = tuple(
-                    RailPort(
-                        rail=r,
-                        hca=hca,
-                        netdev=ipoib_netdev(hca),
-                        leaf=leaf_name(su, r),
-                        spine_group=spine_group_name(fabric.topology, r),
-                        ipoib_address=addressing.address(int(rail_nets[r].network_address), index) if rail_nets else None,
-                        ipoib_prefix=rail_nets[r].prefixlen if rail_nets else None,
-                    )
-                    for r, hca in enumerate(hcas)
-                )
+            su = sus.get(name) if plan is not None else None
             hosts[name] = Host(
                 name=name,
                 group=group.name,
                 index=index,
-                management_address=addressing.address(mgmt_base, index),
-                bmc_address=addressing.address(bmc_base, index),
-                storage_address=addressing.address(storage_base, index) if storage_base is not None else None,
+                management_address=address(mgmt_base, index),
+                bmc_address=address(bmc_base, index),
+                storage_address=address(storage_base, index) if storage_base is not None else None,
                 su=su,
-                rails=ports,
+                rail_plan=plan if su is not None else None,
             )
     return Cluster(env=env, source=source, blueprint=bp, groups=groups, hosts=hosts, fabric=fabric)
 
