@@ -8,7 +8,6 @@ import json
 import math
 import random
 import statistics
-import time
 
 import pytest
 
@@ -77,7 +76,7 @@ def test_prod_node_failures_per_month(prod):
 
 def test_site_inputs_reach_the_failure_and_reliability_plans():
     built = prod_with_site("node_non_gpu_annual_failure_rate: 0.25", "job_restart_minutes: 20",
-                           "node_repair_days: 14")
+                           "node_repair_days: 14", "job_interruptions_per_gpu_year: 0.1")
     f = built.plan.failures
     train = next(g for g in f.groups if g.name == "gpu-train")
     assert train.node_failures_per_year == pytest.approx(8 * 0.05 + 0.25)
@@ -85,8 +84,9 @@ def test_site_inputs_reach_the_failure_and_reliability_plans():
     assert train.mean_down_per_su == pytest.approx(32 * 0.65 * 14 / 365)
     job = built.plan.jobs[0]
     rel = job.reliability
-    # the job's MTBF counts its 3,584 GPUs and the other parts of its 448 nodes
-    assert rel.mtbf_s == pytest.approx(YEAR_S / (3584 * 0.05 + 448 * 0.25))
+    # the job's MTBF counts its 3,584 GPUs at the all-cause interruption rate (not the hardware AFR)
+    # and the other parts of its 448 nodes
+    assert rel.mtbf_s == pytest.approx(YEAR_S / (3584 * 0.1 + 448 * 0.25))
     assert rel.restart_s == 20 * 60
     (goodput,) = f.training
     assert (goodput.run.mtbf_s, goodput.run.restart_s) == (rel.mtbf_s, 20 * 60)
@@ -261,14 +261,13 @@ def test_same_seed_same_numbers_other_seed_other_numbers():
     assert a.simulation.wall_mean_s != c.simulation.wall_mean_s
 
 
-def test_prod_plan_is_deterministic_and_fast(prod):
-    start = time.perf_counter()
-    again = plan_failures(prod.cluster, prod.plan.jobs)
-    assert time.perf_counter() - start < 1.0
+def test_prod_plan_is_deterministic(prod):
+    again = plan_failures(prod.cluster, prod.plan.jobs)  # its speed: benchmarks/bench_plan.py
     assert again.to_dict() == prod.plan.failures.to_dict()
     (job,) = again.training
-    # 3,584 GPUs at 5 %: MTBF 48.9 h; ~26 failures in a 54-day run; the three figures agree
-    assert job.run.mtbf_s / HOUR_S == pytest.approx(YEAR_H / (3584 * 0.05))
+    # 3,584 GPUs at the Llama 3 run's all-cause rate (419 unexpected interruptions in 54 days on
+    # 16,384 H100, Meta 2024, Table 5): MTBF 14.1 h; the three figures agree
+    assert job.run.mtbf_s / HOUR_S == pytest.approx(YEAR_H / (3584 * 419 / (16_384 * 54 / 365)))
     sim = job.simulation
     assert abs(sim.wall_mean_s - job.expected_wall_s) <= 4 * sim.wall_stderr_s
     assert job.first_order_goodput == pytest.approx(job.expected_goodput, abs=1e-3)

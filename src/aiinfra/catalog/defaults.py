@@ -44,6 +44,18 @@ DEFAULT_SPARE_TARGET_AVAILABILITY = 0.99
 #: restart time Daly 2006 uses in his examples, Figs. 3-5, is also 10 min); measure your own and
 #: set ``site.job_restart_minutes``.
 DEFAULT_JOB_RESTART_MINUTES = 10.0
+#: Job interruptions from all causes, not only GPU failures: the Llama 3 405B pre-training snapshot
+#: (Meta, "The Llama 3 Herd of Models", 2024, section 3.3.4 and Table 5): 466 interruptions in 54
+#: days on 16,384 H100 GPUs, 419 unexpected and 47 planned (maintenance).
+LLAMA3_SNAPSHOT_DAYS = 54
+LLAMA3_SNAPSHOT_GPUS = 16_384
+LLAMA3_UNEXPECTED_INTERRUPTIONS = 419
+LLAMA3_PLANNED_INTERRUPTIONS = 47
+_LLAMA3_GPU_YEARS = LLAMA3_SNAPSHOT_GPUS * LLAMA3_SNAPSHOT_DAYS / 365
+#: Unexpected job interruptions per GPU-year (the snapshot's, 0.173).
+DEFAULT_INTERRUPTIONS_PER_GPU_YEAR = LLAMA3_UNEXPECTED_INTERRUPTIONS / _LLAMA3_GPU_YEARS
+#: Planned interruptions (maintenance) per GPU-year (the snapshot's, 0.019).
+DEFAULT_PLANNED_PER_GPU_YEAR = LLAMA3_PLANNED_INTERRUPTIONS / _LLAMA3_GPU_YEARS
 
 # ---------------------------------------------------------------- fabric
 

@@ -11,6 +11,11 @@ NVIDIA's "GB" for device memory is the binary size the device reports (81,559 Mi
 H100 80GB), so memory is kept in GiB (2**30 bytes).
 NVLink bandwidth is the total bidirectional per-GPU figure of the datasheet; the planner uses half
 of it per direction.
+NVLS (NVLink SHARP): the third-generation NVSwitch of HGX H100/H200 reduces all-reduce data inside
+the switch; NCCL uses it as its NVLS algorithm, "an AllReduce offload system over NVLink only",
+within one NVLink domain (NCCL maintainers, NVIDIA/nccl issue #1031). A100's NVSwitch has none.
+Streaming multiprocessors (NVIDIA A100 and H100 architecture whitepapers): A100 108, H100 SXM5 132
+(H200 SXM: the same GH100 configuration); the step-time model uses them for GEMM wave quantization.
 
 A blueprint adds GPU types of its own under ``catalog.gpus`` (:class:`aiinfra.spec.models.GpuType`);
 :func:`resolve_gpu` looks a name up in those first, then here, so additions stay with the blueprint
@@ -43,6 +48,8 @@ class GpuModel:
     nvlink_domain_gpus: int  # GPUs that share one NVLink/NVSwitch domain (HGX baseboard)
     compute_capability: str | None  # None: not an NVIDIA GPU
     vendor: str = "nvidia"  # nvidia | amd: the stack aiinfra renders (driver, CUDA, NCCL, DCGM) is NVIDIA's
+    nvls: bool = False  # NVSwitch with NVLink SHARP (in-switch all-reduce, NCCL's NVLS algorithm)
+    sm_count: int = 0  # streaming multiprocessors (GEMM wave quantization); 0: unknown, not modelled
 
     @property
     def memory_gib(self) -> float:
@@ -68,10 +75,14 @@ class GpuModel:
 GPUS: dict[str, GpuModel] = {
     g.name: g
     for g in (
-        GpuModel("h100-80gb", "NVIDIA-H100-80GB-HBM3", 80 * GIB, 989.4, 1978.9, 1978.9, 3350, 700, 900, 8, "9.0"),
-        GpuModel("h200-141gb", "NVIDIA-H200", 141 * GIB, 989.4, 1978.9, 1978.9, 4800, 700, 900, 8, "9.0"),
-        GpuModel("a100-80gb", "NVIDIA-A100-SXM4-80GB", 80 * GIB, 312.0, None, 624.0, 2039, 400, 600, 8, "8.0"),
-        GpuModel("a100-40gb", "NVIDIA-A100-SXM4-40GB", 40 * GIB, 312.0, None, 624.0, 1555, 400, 600, 8, "8.0"),
+        GpuModel("h100-80gb", "NVIDIA-H100-80GB-HBM3", 80 * GIB, 989.4, 1978.9, 1978.9, 3350, 700, 900, 8, "9.0", nvls=True,
+                 sm_count=132),
+        GpuModel("h200-141gb", "NVIDIA-H200", 141 * GIB, 989.4, 1978.9, 1978.9, 4800, 700, 900, 8, "9.0", nvls=True,
+                 sm_count=132),
+        GpuModel("a100-80gb", "NVIDIA-A100-SXM4-80GB", 80 * GIB, 312.0, None, 624.0, 2039, 400, 600, 8, "8.0",
+                 sm_count=108),
+        GpuModel("a100-40gb", "NVIDIA-A100-SXM4-40GB", 40 * GIB, 312.0, None, 624.0, 1555, 400, 600, 8, "8.0",
+                 sm_count=108),
     )
 }
 

@@ -263,9 +263,13 @@ def custom_architecture(
     norm: str = "rmsnorm",
     gated_mlp: bool = True,
     max_context: int = 0,
+    linear_bias: bool = False,
+    learned_positions: int = 0,
 ) -> LlmArchitecture:
     """A decoder-only architecture from its hyper-parameters: Llama-style (SwiGLU, RMSNorm, rotary,
-    no biases) unless the keywords say otherwise (Qwen2: ``qkv_bias=True``, ``rope_theta=1_000_000``).
+    no biases) unless the keywords say otherwise (Qwen2: ``qkv_bias=True``, ``rope_theta=1_000_000``;
+    GPT-2/3: ``norm="layernorm"``, ``gated_mlp=False``, ``linear_bias=True``, ``tied_embeddings=True``,
+    ``learned_positions=1024``).
 
     ValueError when the numbers are inconsistent (hidden not a multiple of heads ...).
     """
@@ -273,11 +277,13 @@ def custom_architecture(
                         ("kv-heads", kv_heads), ("vocab", vocab), ("experts", experts)):
         if value < 1:
             raise ValueError(f"{what} must be a positive integer, got {value}")
+    if learned_positions < 0:
+        raise ValueError(f"learned positions must be 0 (rotary) or more, got {learned_positions}")
     return LlmArchitecture(
         name, family, layers, hidden, ffn_hidden, heads, kv_heads, vocab,
         experts=experts, experts_per_token=experts_per_token, tied_embeddings=tied_embeddings,
         rope_theta=rope_theta, qkv_bias=qkv_bias, norm_epsilon=norm_epsilon, norm=norm, gated_mlp=gated_mlp,
-        max_context=max_context,
+        max_context=max_context or learned_positions, linear_bias=linear_bias, learned_positions=learned_positions,
     )
 
 
@@ -301,6 +307,7 @@ def _declared_architecture(name: str, spec: Any) -> LlmArchitecture:
         experts_per_token=spec.experts_per_token, tied_embeddings=spec.tied_embeddings,
         rope_theta=spec.rope_theta, qkv_bias=spec.qkv_bias, norm_epsilon=spec.norm_epsilon, norm=spec.norm,
         gated_mlp=spec.mlp == "swiglu", max_context=spec.max_context or 0,
+        linear_bias=getattr(spec, "linear_bias", False), learned_positions=getattr(spec, "learned_positions", 0),
     )
 
 

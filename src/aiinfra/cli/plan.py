@@ -22,19 +22,26 @@ from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from aiinfra.catalog.defaults import DEFAULT_GPU_ANNUAL_FAILURE_RATE
+from aiinfra.catalog.defaults import DEFAULT_GPU_ANNUAL_FAILURE_RATE, DEFAULT_JOB_RESTART_MINUTES
 from aiinfra.catalog.formats import numeric_format
 from aiinfra.catalog.models import LlmArchitecture, custom_architecture, model
+from aiinfra.catalog.time_model import time_input_problem
 from aiinfra.cli.console import console
-from aiinfra.plan.cluster import ClusterPlan
+from aiinfra.plan.cluster import ClusterPlan, plan_cluster
 from aiinfra.plan.common import DAY_S, GB, GIB, PlanError
 from aiinfra.plan.failures import FailurePlan, JobGoodput
 from aiinfra.plan.power import PowerPlan
-from aiinfra.plan.reliability import ReliabilityPlan, plan_reliability
+from aiinfra.plan.reliability import (
+    DEFAULT_INTERRUPTIONS_PER_GPU_YEAR,
+    DEFAULT_PLANNED_PER_GPU_YEAR,
+    ReliabilityPlan,
+    plan_reliability,
+)
 from aiinfra.plan.serving import ServingPlan, plan_serving, serving_request_from_deployment
+from aiinfra.plan.sizing import best_micro_batch, gpus_for_days
 from aiinfra.plan.training import TrainingPlan, plan_training, training_request_from_job, with_overrides
 from aiinfra.spec.models import ServingDeployment, TrainingJob
-from aiinfra.spec.units import parse_bytes_per_s
+from aiinfra.spec.units import parse_bytes, parse_bytes_per_s
 
 size_app = typer.Typer(
     name="size",
@@ -90,7 +97,7 @@ def _given(**values: Any) -> dict[str, Any]:
 SIZE_NAME = "size"
 #: Blueprint keys whose flag is named differently.
 _FLAG_OF = {"virtual_pipeline_stages": "vpp", "kv_cache_dtype": "kv-dtype", "quantization": "quant",
-            "target_tokens_per_s": "target-tokens-per-s", "speculative": "draft"}
+            "target_tokens_per_s": "target-tokens-per-s", "speculative": "draft", "planner": "assume"}
 
 
 def _spec(cls: type[SpecModel], data: dict[str, Any]) -> SpecModel:
@@ -123,8 +130,15 @@ def _quantization(quant: str, dtype: str | None) -> dict[str, str]:
 def _architecture(
     name: str | None, layers: int | None, hidden: int | None, ffn: int | None, heads: int | None,
     kv_heads: int | None, vocab: int | None, experts: int, experts_per_token: int,
+    style: dict[str, Any] | None = None,
 ) -> LlmArchitecture:
+    """A catalog model, or a custom one from its shape; ``style``: the GPT-style and RoPE flags
+    (--norm --mlp --linear-bias --tied-embeddings --learned-positions --rope-theta) given."""
     custom = {"layers": layers, "hidden": hidden, "ffn": ffn, "heads": heads, "kv-heads": kv_heads, "vocab": vocab}
+    style = {k: v for k, v in (style or {}).items() if v is not None}
+    if name and style:
+        raise _Usage(f"--model {name} has its own architecture: "
+                     f"{', '.join('--' + k.replace('_', '-') for k in sorted(style))} describe a custom one")
     given = {k for k, v in custom.items() if v is not None}
     if name and given:
         raise _Usage(f"give --model or the custom architecture flags ({', '.join('--' + k for k in sorted(given))}), not both")
@@ -140,9 +154,43 @@ def _architecture(
             "custom", layers=layers, hidden=hidden, ffn_hidden=ffn, heads=heads,  # type: ignore[arg-type]
             kv_heads=kv_heads if kv_heads is not None else heads,  # type: ignore[arg-type]
             vocab=vocab, experts=experts, experts_per_token=experts_per_token,  # type: ignore[arg-type]
+            norm=style.get("norm", "rmsnorm"), gated_mlp=style.get("mlp", "swiglu") == "swiglu",
+            linear_bias=style.get("linear_bias", False), tied_embeddings=style.get("tied_embeddings", False),
+            learned_positions=style.get("learned_positions", 0), rope_theta=style.get("rope_theta", 10_000),
         )
     except ValueError as exc:
         raise _Usage(str(exc)) from None
+
+
+def _assumptions(items: list[str]) -> dict[str, float]:
+    """``--assume NAME=VALUE`` flags as a training job's ``planner:`` map."""
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise _Usage(f"--assume: expected NAME=VALUE with a number, got '{item}'") from None
+        if not sep:
+            raise _Usage(f"--assume: expected NAME=VALUE, got '{item}'")
+    return out
+
+
+def _plan_with_time_inputs(cluster: Any, items: list[str]) -> ClusterPlan:
+    """``aiinfra plan --assume``: the plan again with the inputs added to every training job's
+    ``planner:`` map (what the blueprint would say), so reliability and failures follow the new step."""
+    try:
+        inputs = _assumptions(items)
+        for name, value in inputs.items():
+            why = time_input_problem(name, value)
+            if why:
+                raise _Usage(f"--assume: {why}")
+    except _Usage as exc:
+        console(stderr=True).print(f"error: {exc}", style="red", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    bp = cluster.blueprint
+    jobs = [j.model_copy(update={"planner": {**j.planner, **inputs}}) for j in bp.training]
+    return plan_cluster(replace(cluster, blueprint=bp.model_copy(update={"training": jobs})))
 
 
 def _run(action: Callable[[], None]) -> None:
@@ -199,18 +247,25 @@ def training_table(plan: TrainingPlan) -> Table:
         ("  weights", _gb(mem.weights_bytes)),
         ("  gradients", _gb(mem.gradients_bytes)),
         ("  optimizer states", _gb(mem.optimizer_bytes)),
+        *([("  gathered layer (ZeRO-3)", _gb(mem.gathered_bytes))] if mem.gathered_bytes else []),
+        ("  model states / ZeRO paper's", f"{_gb(mem.model_states_bytes)} / {_gb(mem.paper_model_states_bytes)}"),
+        *([(f"  offloaded to {mem.offload_device} per node", f"{_gb(mem.offload_bytes_per_node)} "
+                                                             f"(host memory {_gb(mem.host_bytes_per_node)})")]
+          if mem.offload_device != "none" else []),
+        *([(f"  {r.finetune} adapters per GPU", f"{mem.trainable_params_per_gpu:,} parameters trained, "
+                                                f"rank {r.lora_rank}")] if mem.trainable_params_per_gpu else []),
         ("  activations", _gb(mem.activations_bytes)),
         ("  overhead", _gb(mem.overhead_bytes)),
         ("step time", f"{plan.step_time_s:.2f} s ({plan.efficiency_source})"),
-        ("  pipeline bubble", f"{plan.estimate.bubble_fraction:.1%}"),
-        ("  exposed comm TP/CP/PP/DP", " / ".join(f"{x:.3f} s" for x in (
-            plan.estimate.tp_comm_s, plan.estimate.cp_comm_s, plan.estimate.pp_comm_s, plan.estimate.dp_comm_s))),
+        *_step_rows(plan),
         ("throughput", f"{plan.tokens_per_s:,.0f} tokens/s ({plan.tokens_per_s / r.gpus:,.0f} per GPU)"),
         ("MFU / achieved", f"{plan.mfu:.1%} / {plan.achieved_tflops:.0f} TFLOP/s per GPU"),
     ]
     if r.tokens is not None:
         rows += [
             ("token budget", f"{r.tokens:.3g} tokens"),
+            ("compute budget", f"{plan.model_flops_6nd_per_token * r.tokens:.3g} FLOPs (6ND), "
+                               f"{plan.model_flops_per_token * r.tokens:.3g} with attention (the MFU's)"),
             ("time", f"{days:,.1f} days"),
             ("GPU-hours", _num(plan.gpu_hours)),
             ("energy", f"{plan.energy_mwh:,.0f} MWh (PUE {r.pue:g})"),
@@ -220,12 +275,34 @@ def training_table(plan: TrainingPlan) -> Table:
     return _kv_table(title, rows)
 
 
+def _step_rows(plan: TrainingPlan) -> list[tuple[str, str]]:
+    """The step's parts, its collectives and every step-time input (value and source)."""
+    est = plan.estimate
+    rows = [
+        ("  pipeline bubble", f"{est.bubble_fraction:.1%} ({est.bubble_s:.3f} s)"),
+        ("  exposed comm TP/CP/PP/DP", " / ".join(f"{x:.3f} s" for x in (
+            est.tp_comm_s, est.cp_comm_s, est.pp_comm_s, est.dp_comm_s))),
+    ]
+    d = est.detail
+    if d is not None:
+        rows.append(("  GEMM / attention / memory-bound / recompute / optimizer", " / ".join(
+            f"{x:.3f} s" for x in (d.gemm_s, d.attention_s, d.memory_bound_s, d.recompute_s, d.optimizer_s))))
+        for c in d.collectives:
+            rows.append((f"  {c.name}", f"{c.calls:,} x {c.bytes / 1e6:,.1f} MB, {c.algorithm} over {c.link} at "
+                                         f"{c.bus_bandwidth_b_s / 1e9:,.0f} GB/s bus: {c.time_s:.3f} s, "
+                                         f"{c.exposed_s:.3f} s exposed"))
+    inputs = plan.time_inputs_dict()
+    rows.append(("step-time inputs", ", ".join(f"{n} {v['value']:.4g} ({v['source']})" for n, v in inputs.items())))
+    return rows
+
+
 def serving_table(plan: ServingPlan) -> Table:
     r = plan.request
     title = f"serving{' ' + r.name if r.name else ''}: {r.model.title} {r.format.name} on {r.gpu.name}"
     rows = [
         ("parallelism", f"TP {plan.tp} x PP {plan.pp} = {plan.gpus_per_replica} GPUs per replica"),
-        ("weights", f"{_gb(plan.weights_bytes)} total, {_gb(plan.weights_per_gpu_bytes)} per GPU"),
+        ("weights as stored", f"{_gb(plan.weights_bytes)} total, {_gb(plan.weights_per_gpu_bytes)} per GPU"),
+        (f"  nominal ({r.format.weight_bits} bits x params)", _gb(plan.nominal_weights_bytes)),
         ("memory budget", f"{r.gpu_memory_utilization:g} x {r.gpu.memory_bytes / GIB:.0f} GiB"),
         ("activations + runtime", f"{_gb(plan.activation_bytes)} + {_gb(plan.non_torch_bytes)}"),
         ("KV cache per GPU", _gb(plan.kv_cache_per_gpu_bytes)),
@@ -242,6 +319,15 @@ def serving_table(plan: ServingPlan) -> Table:
         s = plan.speculation
         rows.append(("speculative", f"{s.draft}, {s.num_tokens} tokens at {s.acceptance_rate:g}: "
                                     f"{s.expected_tokens_per_step:.2f} tokens/step, speedup {s.speedup:.2f}x"))
+    if plan.latency is not None:
+        lat = plan.latency
+        rows.append((f"TTFT ({lat.prompt_len:,}-token prompt)",
+                     f"{lat.ttft_s * 1e3:,.1f} ms ({lat.prefill_bound}-bound, one request alone)"))
+        rows.append(("per-user speed", f"{lat.per_user_tokens_per_s:,.0f} tokens/s alone"
+                                       + "".join(f", {p.per_user_tokens_per_s:,.0f} at batch {p.batch}"
+                                                 for p in plan.roofline[-1:])))
+        if lat.request_s is not None:
+            rows.append((f"request of {lat.output_len:,} tokens", f"{lat.request_s:,.2f} s alone"))
     rows.append(("replicas", f"{plan.replicas} ({plan.gpus} GPUs, {plan.nodes} nodes)"))
     for w in plan.warnings:
         rows.append(("warning", w))
@@ -249,12 +335,22 @@ def serving_table(plan: ServingPlan) -> Table:
 
 
 def reliability_table(plan: ReliabilityPlan, title: str = "reliability") -> Table:
+    rate = plan.interruptions_per_gpu_year
+    extra: list[tuple[str, str]] = []
+    if rate is not None:
+        extra = [
+            ("  hardware only", f"{plan.hardware_mtbf_s / 3600:,.1f} h (AFR {plan.annual_failure_rate:.0%} per GPU-year)"),
+            ("planned stops", f"{plan.planned_per_day:.2f}/day ({plan.planned_per_gpu_year:.3f} per GPU-year)"),
+        ]
     return _kv_table(title, [
-        ("MTBF", f"{plan.mtbf_s / 3600:,.1f} h ({plan.failures_per_day:.2f} failures/day, AFR {plan.annual_failure_rate:.0%})"),
+        ("MTBF", f"{plan.mtbf_s / 3600:,.1f} h ({plan.failures_per_day:.2f} interruptions/day, "
+                 + (f"{rate:.3f} per GPU-year, all causes)" if rate is not None
+                    else f"AFR {plan.annual_failure_rate:.0%})")),
+        *extra,
         ("checkpoint", f"{_gb(plan.checkpoint_bytes)}, {plan.checkpoint_write_s:,.1f} s at "
                        f"{plan.storage_bandwidth_b_s / GB:,.0f} GB/s"),
         ("interval (Daly)", f"{plan.interval_s / 60:,.1f} min (Young {plan.young_interval_s / 60:,.1f} min)"),
-        ("goodput", f"{plan.goodput:.1%} (restart {plan.restart_s / 60:.0f} min)"),
+        ("goodput", f"{plan.goodput:.1%} (requeue {plan.requeue_s / 60:.0f} min + restart {plan.restart_s / 60:.0f} min)"),
     ])
 
 
@@ -320,6 +416,9 @@ def power_table(plan: PowerPlan) -> Table:
         ("IT power", f"{plan.it_power_w / 1e3:,.0f} kW (budget {budget}, headroom {head})"),
         ("facility power", f"{plan.facility_power_w / 1e3:,.0f} kW (PUE {plan.pue:g})"),
         ("within budget", "yes" if plan.fits else "NO"),
+        ("nameplate (max) IT power", "-" if plan.nameplate_it_power_w is None else
+         f"{plan.nameplate_it_power_w / 1e3:,.0f} kW"
+         + ("" if plan.nameplate_fits is None else f" ({'within' if plan.nameplate_fits else 'OVER'} budget)")),
     ])
 
 
@@ -381,6 +480,22 @@ VocabOpt = Annotated[int | None, typer.Option("--vocab", help="custom model: voc
 ExpertsOpt = Annotated[int, typer.Option("--experts", help="custom model: MoE experts")]
 ExpertsPerTokenOpt = Annotated[int, typer.Option("--experts-per-token", help="custom MoE: experts per token")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+NormOpt = Annotated[str | None, typer.Option("--norm", help="custom model: rmsnorm|layernorm")]
+MlpOpt = Annotated[str | None, typer.Option("--mlp", help="custom model: swiglu|gelu")]
+LinearBiasOpt = Annotated[bool | None, typer.Option("--linear-bias/--no-linear-bias", help="custom model: biases")]
+TiedOpt = Annotated[bool | None, typer.Option("--tied-embeddings/--untied-embeddings", help="custom model")]
+PositionsOpt = Annotated[int | None, typer.Option("--learned-positions", help="custom model: learned positions")]
+RopeThetaOpt = Annotated[int | None, typer.Option("--rope-theta", help="custom model: RoPE base")]
+
+
+def _style(norm: str | None, mlp: str | None, linear_bias: bool | None, tied: bool | None, positions: int | None,
+           rope_theta: int | None) -> dict[str, Any]:
+    if norm is not None and norm not in ("rmsnorm", "layernorm"):
+        raise _Usage(f"--norm: expected rmsnorm or layernorm, got '{norm}'")
+    if mlp is not None and mlp not in ("swiglu", "gelu"):
+        raise _Usage(f"--mlp: expected swiglu or gelu, got '{mlp}'")
+    return {"norm": norm, "mlp": mlp, "linear_bias": linear_bias, "tied_embeddings": tied,
+            "learned_positions": positions, "rope_theta": rope_theta}
 
 
 @size_app.command("serve")
@@ -400,6 +515,12 @@ def size_serve(
     num_spec: Annotated[int | None, typer.Option("--num-speculative-tokens", help="draft length")] = None,
     acceptance: Annotated[float | None, typer.Option("--acceptance-rate", help="per-token acceptance")] = None,
     context: Annotated[int | None, typer.Option("--context-len", help="roofline context (default max-model-len/2)")] = None,
+    prompt_len: Annotated[int | None, typer.Option("--prompt-len", help="TTFT prompt (default: --context-len)")] = None,
+    output_len: Annotated[int | None, typer.Option("--output-len", help="tokens per request (latency)")] = None,
+    kv_cache_bytes: Annotated[str | None, typer.Option(
+        "--kv-cache-memory-bytes", help="KV cache per GPU, e.g. 20GiB (vLLM's flag)")] = None,
+    num_gpu_blocks: Annotated[int | None, typer.Option(
+        "--num-gpu-blocks-override", help="KV blocks per GPU (vLLM's flag)")] = None,
     gpus_per_node: Annotated[int, typer.Option("--gpus-per-node")] = 8,
     layers: LayersOpt = None,
     hidden: HiddenOpt = None,
@@ -409,6 +530,12 @@ def size_serve(
     vocab: VocabOpt = None,
     experts: ExpertsOpt = 1,
     experts_per_token: ExpertsPerTokenOpt = 1,
+    norm: NormOpt = None,
+    mlp: MlpOpt = None,
+    linear_bias: LinearBiasOpt = None,
+    tied_embeddings: TiedOpt = None,
+    learned_positions: PositionsOpt = None,
+    rope_theta: RopeThetaOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Weights, KV cache, blocks, TP/PP, decode roofline, speculation and replicas of a deployment.
@@ -419,7 +546,8 @@ def size_serve(
     The request is built by :func:`aiinfra.plan.serving.serving_request_from_deployment`."""
 
     def body() -> None:
-        arch = _architecture(model_name, layers, hidden, ffn, heads, kv_heads, vocab, experts, experts_per_token)
+        arch = _architecture(model_name, layers, hidden, ffn, heads, kv_heads, vocab, experts, experts_per_token,
+                             _style(norm, mlp, linear_bias, tied_embeddings, learned_positions, rope_theta))
         if draft is None and (num_spec is not None or acceptance is not None):
             raise _Usage("--num-speculative-tokens and --acceptance-rate need --draft")
         fields: dict[str, Any] = {"dtype": dtype, "kv_cache_dtype": kv_dtype, "max_model_len": max_model_len,
@@ -431,8 +559,13 @@ def size_serve(
             fields["speculative"] = _given(draft_model=draft, num_tokens=num_spec, acceptance_rate=acceptance)
         key, custom = _model_key(model_name, arch)
         dep = _spec(ServingDeployment, {"name": SIZE_NAME, "model": key, "node_group": SIZE_NAME, **_given(**fields)})
+        try:
+            kv_bytes = None if kv_cache_bytes is None else float(parse_bytes(kv_cache_bytes))
+        except ValueError as exc:
+            raise _Usage(f"--kv-cache-memory-bytes: {exc}") from None
         req = replace(serving_request_from_deployment(dep, gpu_name, gpus_per_node, custom),
-                      name="", avg_context_len=context)
+                      name="", avg_context_len=context, prompt_len=prompt_len, output_len=output_len,
+                      kv_cache_memory_bytes=kv_bytes, num_gpu_blocks_override=num_gpu_blocks)
         plan = plan_serving(req)
         if as_json:
             _emit_json(plan.to_dict())
@@ -457,7 +590,9 @@ def size_train(
     cp: Annotated[str | None, typer.Option("--cp", help="context parallel or auto")] = None,
     vpp: Annotated[str | None, typer.Option("--vpp", help="virtual pipeline stages or auto")] = None,
     seq_len: Annotated[int | None, typer.Option("--seq-len", help="tokens per sequence")] = None,
-    micro_batch: Annotated[int | None, typer.Option("--micro-batch", help="sequences per micro-batch")] = None,
+    micro_batch: Annotated[str | None, typer.Option("--micro-batch", help="sequences per micro-batch or auto")] = None,
+    days: Annotated[float | None, typer.Option(
+        "--days", help="find the fewest nodes that train --tokens in this many days")] = None,
     global_batch: Annotated[int | None, typer.Option("--global-batch", help="sequences per step")] = None,
     global_batch_tokens: Annotated[str | None, typer.Option("--global-batch-tokens", help="tokens per step")] = None,
     precision: Annotated[str | None, typer.Option("--precision", help="bf16|fp8")] = None,
@@ -474,6 +609,25 @@ def size_train(
     allow_tp_across_nodes: Annotated[bool, typer.Option("--allow-tp-across-nodes")] = False,
     storage_bandwidth: Annotated[str, typer.Option("--storage-bandwidth", help="checkpoint bandwidth")] = "1TB/s",
     afr: Annotated[float, typer.Option("--afr", help="per-GPU annual failure rate")] = DEFAULT_GPU_ANNUAL_FAILURE_RATE,
+    interruptions: Annotated[float, typer.Option(
+        "--interruptions-per-gpu-year", help="unexpected job interruptions, all causes (default: Llama 3's)",
+    )] = DEFAULT_INTERRUPTIONS_PER_GPU_YEAR,
+    planned: Annotated[float, typer.Option(
+        "--planned-per-gpu-year", help="planned stops (maintenance) (default: Llama 3's)")] = DEFAULT_PLANNED_PER_GPU_YEAR,
+    requeue_min: Annotated[float, typer.Option("--requeue-minutes", help="failure to job placed again")] = 0.0,
+    restart_min: Annotated[float, typer.Option(
+        "--restart-minutes", help="ranks start, checkpoint loads")] = DEFAULT_JOB_RESTART_MINUTES,
+    assume: Annotated[list[str] | None, typer.Option(
+        "--assume", help="set one step-time input, NAME=VALUE (repeatable; names in docs/planner.md)")] = None,
+    offload_optimizer: Annotated[str | None, typer.Option(
+        "--offload-optimizer", help="DeepSpeed: none|cpu|nvme (ZeRO stage 1+)")] = None,
+    offload_param: Annotated[str | None, typer.Option(
+        "--offload-param", help="DeepSpeed: none|cpu|nvme (ZeRO stage 3, with the optimizer's)")] = None,
+    finetune: Annotated[str, typer.Option("--finetune", help="full|lora|qlora")] = "full",
+    lora_rank: Annotated[int, typer.Option("--lora-rank", help="LoRA/QLoRA adapter rank")] = 16,
+    optimizer: Annotated[str, typer.Option("--optimizer", help="adam|adam-8bit")] = "adam",
+    master_weights: Annotated[bool, typer.Option(
+        "--master-weights/--no-master-weights", help="fp32 master copy of the trained weights")] = True,
     layers: LayersOpt = None,
     hidden: HiddenOpt = None,
     ffn: FfnOpt = None,
@@ -482,6 +636,12 @@ def size_train(
     vocab: VocabOpt = None,
     experts: ExpertsOpt = 1,
     experts_per_token: ExpertsPerTokenOpt = 1,
+    norm: NormOpt = None,
+    mlp: MlpOpt = None,
+    linear_bias: LinearBiasOpt = None,
+    tied_embeddings: TiedOpt = None,
+    learned_positions: PositionsOpt = None,
+    rope_theta: RopeThetaOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Memory per GPU, parallel layout, step time, tokens/s and the token budget of a training job.
@@ -492,9 +652,13 @@ def size_train(
     The request is built by :func:`aiinfra.plan.training.training_request_from_job`."""
 
     def body() -> None:
-        arch = _architecture(model_name, layers, hidden, ffn, heads, kv_heads, vocab, experts, experts_per_token)
+        arch = _architecture(model_name, layers, hidden, ffn, heads, kv_heads, vocab, experts, experts_per_token,
+                             _style(norm, mlp, linear_bias, tied_embeddings, learned_positions, rope_theta))
         layout = {k: _auto_or_int(v, k) for k, v in (("tp", tp), ("pp", pp), ("dp", dp), ("cp", cp), ("vpp", vpp))}
-        n = gpus
+        mb = _auto_or_int(micro_batch, "micro-batch")
+        if days is not None and (tokens is None or mb == "auto"):
+            raise _Usage("--days needs --tokens (and a fixed --micro-batch)")
+        n = gpus if (gpus is not None or days is None) else gpus_per_node
         if n is None:
             sizes = [layout[k] for k in ("tp", "pp", "dp", "cp")]
             if not all(isinstance(x, int) for x in sizes):
@@ -514,11 +678,13 @@ def size_train(
         except ValueError as exc:
             raise _Usage(f"--storage-bandwidth: {exc}") from None
         key, custom = _model_key(model_name, arch)
+        planner_inputs = _assumptions(assume or [])
         given = _given(
             tp=layout["tp"], pp=layout["pp"], dp=layout["dp"], cp=layout["cp"], virtual_pipeline_stages=layout["vpp"],
-            seq_len=seq_len, micro_batch=micro_batch, global_batch=global_batch, global_batch_tokens=gbt,
+            seq_len=seq_len, micro_batch=mb if mb != "auto" else None, global_batch=global_batch, global_batch_tokens=gbt,
             precision=precision, framework=framework, zero_stage=zero_stage, fsdp=fsdp, recompute=recompute,
             sequence_parallel=sequence_parallel, distributed_optimizer=distributed_optimizer, mfu=mfu,
+            planner=planner_inputs or None,
         )
         # a blueprint job always has a token budget; without --tokens the plan has none (no time, no energy)
         job = _spec(TrainingJob, {"name": SIZE_NAME, "model": key, "node_group": SIZE_NAME, "nodes": n // per_node,
@@ -526,13 +692,30 @@ def size_train(
         req = with_overrides(
             training_request_from_job(job, gpu_name, per_node, custom),
             name="", tokens=budget, achieved_tflops=achieved, allow_tp_across_nodes=allow_tp_across_nodes,
+            finetune=finetune, lora_rank=lora_rank, optimizer=optimizer, master_weights=master_weights,
         )
-        plan = plan_training(req)
-        rel = plan_reliability(n, arch.params, bandwidth, afr)
+        if offload_optimizer is not None or offload_param is not None:
+            req = with_overrides(req, offload_optimizer=offload_optimizer or "none", offload_param=offload_param or "none")
+        sized = None
+        if days is not None:
+            sized = gpus_for_days(req, days)
+            plan, n = sized.plan, sized.plan.request.gpus
+        elif mb == "auto":
+            plan = best_micro_batch(req)
+        else:
+            plan = plan_training(req)
+        rel = plan_reliability(n, arch.params, bandwidth, afr, restart_min * 60, interruptions_per_gpu_year=interruptions,
+                               planned_per_gpu_year=planned, requeue_s=requeue_min * 60)
         if as_json:
-            _emit_json({**plan.to_dict(), "reliability": rel.to_dict()})
+            extra = {} if sized is None else {"gpus_for_days": {k: v for k, v in sized.to_dict().items() if k != "plan"}}
+            _emit_json({**plan.to_dict(), "reliability": rel.to_dict(), **extra})
         else:
             screen = console()
+            if sized is not None:
+                fewer = ("" if sized.fewer_nodes_days is None
+                         else f"; the next smaller count takes {sized.fewer_nodes_days:,.1f} days")
+                screen.print(f"{n:,} GPUs ({plan.nodes:,} nodes) train {plan.request.tokens:.3g} tokens in "
+                             f"{(plan.training_time_s or 0) / DAY_S:,.1f} days (within {days:g}){fewer}")
             screen.print(training_table(plan))
             screen.print(reliability_table(rel))
 
@@ -552,6 +735,8 @@ def register(app: typer.Typer, load: Callable[[str | None, Path | None], Any]) -
         stack: Annotated[str | None, typer.Option("--stack", "-s", help="environment (stacks/Pulumi.<ENV>.yaml)")] = None,
         file: Annotated[Path | None, typer.Option("--file", "-f", help="a blueprint file instead of --stack")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+        assume: Annotated[list[str] | None, typer.Option(
+            "--assume", help="set one step-time input of every training job, NAME=VALUE (repeatable)")] = None,
     ) -> None:
         """Capacity plan of every training job and serving deployment, reliability, power and failures."""
         # load() runs the planner's preflight: errors stop here with every problem listed, and
@@ -559,6 +744,8 @@ def register(app: typer.Typer, load: Callable[[str | None, Path | None], Any]) -
         loaded = load(stack, file)
         cluster = loaded.cluster
         result = loaded.plan
+        if assume:
+            result = _plan_with_time_inputs(cluster, assume)
         if as_json:
             _emit_json(result.to_dict())
         else:

@@ -20,9 +20,11 @@ from ClusterShell.NodeSet import NodeSet
 from aiinfra.catalog.defaults import (
     DEFAULT_GPU_ANNUAL_FAILURE_RATE,
     DEFAULT_INTER_NODE_LINK,
+    DEFAULT_INTERRUPTIONS_PER_GPU_YEAR,
     DEFAULT_JOB_RESTART_MINUTES,
     DEFAULT_NODE_NON_GPU_ANNUAL_FAILURE_RATE,
     DEFAULT_NODE_OVERHEAD_W,
+    DEFAULT_PLANNED_PER_GPU_YEAR,
     DEFAULT_PUE,
 )
 from aiinfra.catalog.gpus import resolve_gpu
@@ -90,7 +92,7 @@ def plan_blueprint(bp: Blueprint, groups: Iterable[Group] | None = None) -> Clus
     training: list[tuple[TrainingPlan, ReliabilityPlan | None]] = []
     serving: list[ServingPlan] = []
     link = bp.fabric.rate if bp.fabric is not None else DEFAULT_INTER_NODE_LINK
-    lustre = bp.storage.lustre if bp.storage is not None else None
+    lustre = bp.storage.parallel if bp.storage is not None else None  # Lustre or GPFS: its write bandwidth
     afr = bp.site.gpu_annual_failure_rate if bp.site is not None else DEFAULT_GPU_ANNUAL_FAILURE_RATE
     node_other_afr = (bp.site.node_non_gpu_annual_failure_rate if bp.site is not None
                       else DEFAULT_NODE_NON_GPU_ANNUAL_FAILURE_RATE)
@@ -115,7 +117,8 @@ def plan_blueprint(bp: Blueprint, groups: Iterable[Group] | None = None) -> Clus
                                     Level.WARNING, hint="repair the nodes out of service, or ask for fewer nodes"))
         try:
             req = training_request_from_job(job, model_name, per_node, bp.catalog.models, site=bp.site,
-                                            inter_node_link=link, custom_gpus=bp.catalog.gpus)
+                                            inter_node_link=link, custom_gpus=bp.catalog.gpus,
+                                            fabric_sharp=bool(bp.fabric and bp.fabric.sharp))
             plan = plan_training(req)
         except KeyError as exc:
             problems.append(Problem(path + ("model",), "plan-unknown-name", str(exc.args[0]), hint=UNKNOWN_HINT))
@@ -125,8 +128,14 @@ def plan_blueprint(bp: Blueprint, groups: Iterable[Group] | None = None) -> Clus
             continue
         rel = None
         if lustre is not None:
-            rel = plan_reliability(req.gpus, req.model.params, lustre.bandwidth, afr, restart_s,
-                                   other_failures_per_year=job.nodes * node_other_afr)
+            site = bp.site
+            rel = plan_reliability(
+                req.gpus, req.model.params, lustre.bandwidth, afr, restart_s,
+                other_failures_per_year=job.nodes * node_other_afr,
+                interruptions_per_gpu_year=(site.job_interruptions_per_gpu_year if site
+                                            else DEFAULT_INTERRUPTIONS_PER_GPU_YEAR),
+                planned_per_gpu_year=site.planned_interruptions_per_gpu_year if site else DEFAULT_PLANNED_PER_GPU_YEAR,
+                requeue_s=(site.job_requeue_minutes if site else 0.0) * 60)
         training.append((plan, rel))
 
     for i, dep in enumerate(bp.serving):

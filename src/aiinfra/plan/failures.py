@@ -13,9 +13,10 @@ goodput with requeue and restart, analytic and from a seeded Monte-Carlo of the 
 - Goodput: the job's run is its work (training iterations x step time) cut into checkpoint
   intervals of tau (the rendered ``--save-interval`` x step time), each followed by a blocking
   checkpoint write d; failures strike the job's nodes as a Poisson process of mean gap M (the
-  reliability plan's MTBF) at any time, during computing, writing or restarting. A failure loses
-  the interval under way (its checkpoint is incomplete) and costs a restart R (requeue, scheduling
-  on a spare, loading the last checkpoint), itself lost and begun again if a failure strikes in it.
+  reliability plan's MTBF: the hardware rate, or the all-cause interruption rate where given) at
+  any time, during computing, writing or restarting. A failure loses the interval under way (its
+  checkpoint is incomplete) and costs a restart R (the reliability plan's requeue plus restart:
+  scheduling on a spare, starting the ranks, loading the last checkpoint), itself lost and begun again if a failure strikes in it.
   Under this model (Daly 2006, "A higher order estimate of the optimum checkpoint interval for
   restart dumps", FGCS 22(3), the "complete" model whose optimum his interval estimates) an
   interval needing T = tau + d uninterrupted seconds takes in expectation M e^(R/M) (e^(T/M) - 1):
@@ -340,7 +341,7 @@ def run_of_job(job: ResolvedJob) -> Run | None:
         return None
     step = job.plan.step_time_s
     full, rest = divmod(job.train_iters, ckpt.interval_steps)
-    return Run(full, ckpt.interval_steps * step, rest * step, ckpt.write_s, rel.mtbf_s, rel.restart_s)
+    return Run(full, ckpt.interval_steps * step, rest * step, ckpt.write_s, rel.mtbf_s, rel.interruption_cost_s)
 
 
 # ---------------------------------------------------------------- the environment

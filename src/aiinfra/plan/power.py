@@ -1,5 +1,7 @@
 """Power: GPUs at TDP plus a per-node overhead (CPUs, NICs, fans, NVSwitch), times PUE,
-against the site's IT power budget (kW in the blueprint)."""
+against the site's IT power budget (kW in the blueprint): the typical draw of a busy node. Beside
+it, the nameplate: the maximum input power of the server (:data:`NODE_NAMEPLATE_W`), what the
+PDUs and circuits must carry at worst."""
 
 from __future__ import annotations
 
@@ -12,14 +14,33 @@ from aiinfra.plan.common import PlanError
 
 DEFAULT_CPU_NODE_W = 800  # a CPU-only node (controllers, login), W
 
+#: Nameplate (maximum input) power of an 8-GPU server, W, by GPU: NVIDIA DGX H100 / H200 user guide
+#: and datasheets, "10.2 kW max" (six 3.3 kW supplies, 4 + 2 redundant); DGX A100 datasheet, "6.5 kW
+#: max". HGX servers of other vendors are close; a node type's own figure overrides it.
+NODE_NAMEPLATE_W: dict[str, int] = {"h100-80gb": 10_200, "h200-141gb": 10_200, "a100-80gb": 6_500,
+                                    "a100-40gb": 6_500}
+NAMEPLATE_GPUS_PER_NODE = 8  # the servers the table describes
+
+
+def node_nameplate_w(gpu: GpuModel | None, gpus_per_node: int) -> float | None:
+    """The catalog's nameplate of a node (None: no figure for that GPU or node size; CPU nodes:
+    DEFAULT_CPU_NODE_W)."""
+    if gpu is None:
+        return float(DEFAULT_CPU_NODE_W)
+    if gpus_per_node != NAMEPLATE_GPUS_PER_NODE or gpu.name not in NODE_NAMEPLATE_W:
+        return None
+    return float(NODE_NAMEPLATE_W[gpu.name])
+
 
 @dataclass(frozen=True)
 class NodePower:
-    """``nodes`` nodes, each with ``gpus_per_node`` GPUs of ``gpu`` (None: CPU-only)."""
+    """``nodes`` nodes, each with ``gpus_per_node`` GPUs of ``gpu`` (None: CPU-only);
+    ``nameplate_w``: the node's maximum input power (None: the catalog's, :func:`node_nameplate_w`)."""
 
     nodes: int
     gpu: GpuModel | None = None
     gpus_per_node: int = 0
+    nameplate_w: float | None = None
 
 
 @dataclass(frozen=True)
@@ -31,6 +52,14 @@ class PowerPlan:
     it_power_w: float
     pue: float
     budget_w: float | None
+    #: every node at its nameplate maximum (None: a node group has no nameplate figure)
+    nameplate_it_power_w: float | None = None
+
+    @property
+    def nameplate_fits(self) -> bool | None:
+        if self.budget_w is None or self.nameplate_it_power_w is None:
+            return None
+        return self.nameplate_it_power_w <= self.budget_w
 
     @property
     def facility_power_w(self) -> float:
@@ -57,6 +86,10 @@ class PowerPlan:
             "budget_w": self.budget_w,
             "headroom_w": self.headroom_w,
             "fits": self.fits,
+            "nameplate_it_power_w": self.nameplate_it_power_w,
+            "nameplate_facility_power_w": (None if self.nameplate_it_power_w is None
+                                           else self.nameplate_it_power_w * self.pue),
+            "nameplate_fits": self.nameplate_fits,
         }
 
 
@@ -73,7 +106,11 @@ def plan_power(
     gpus = sum(g.nodes * g.gpus_per_node for g in groups if g.gpu is not None)
     gpu_w = sum(g.nodes * g.gpus_per_node * g.gpu.tdp_w for g in groups if g.gpu is not None)
     overhead = sum(g.nodes * (node_overhead_w if g.gpu is not None else cpu_node_w) for g in groups)
+    plates = [g.nameplate_w if g.nameplate_w is not None else
+              (cpu_node_w if g.gpu is None else node_nameplate_w(g.gpu, g.gpus_per_node)) for g in groups]
+    nameplate = None if any(p is None for p in plates) else sum(g.nodes * p for g, p in zip(groups, plates, strict=True))
     return PowerPlan(
         gpus=gpus, nodes=sum(g.nodes for g in groups), gpu_power_w=gpu_w, node_overhead_power_w=overhead,
         it_power_w=gpu_w + overhead, pue=pue, budget_w=None if budget_kw is None else budget_kw * 1000,
+        nameplate_it_power_w=nameplate,
     )

@@ -2,9 +2,18 @@
 
 - KV cache per token: 2 x layers x kv_heads x head_dim x bytes (K and V of every layer).
 - vLLM budget: gpu_memory_utilization x GPU memory, minus weights, the profiled activation
-  peak and non-torch memory, is the KV cache; it is cut into blocks of 16 tokens.
+  peak and non-torch memory, is the KV cache; it is cut into blocks of 16 tokens. Or the KV cache
+  is given: vLLM's ``--kv-cache-memory-bytes`` (per GPU, from 0.10.2; the utilization is then not
+  used) or ``--num-gpu-blocks-override`` (blocks); the layout must then hold it within the GPU.
+- Weights are reported as checkpoints store them (quantized linear layers with their group scales,
+  embeddings, head and norms in 16 bits) and as the nominal bits x parameters figure.
 - Decode roofline: a step reads the weights once and the KV cache of every sequence;
   time = max(bytes / HBM bandwidth, FLOPs / tensor peak) + TP all-reduce latency.
+- Prefill of a P-token prompt on one replica (latency: the pipeline stages run one after the other,
+  so only TP divides the work): max(FLOPs / (TP x peak x efficiency), weights / HBM bandwidth) +
+  TP all-reduces, FLOPs = 2 x matmul weights x P + 2 x layers x width x P^2 (causal attention).
+  Time to first token = the prefill of one request; per-user speed = 1 / decode step; a request's
+  latency = TTFT + (output - 1) decode steps.
 - Speculative decoding (Leviathan et al., ICML 2023): with acceptance rate a, draft length g and
   draft/target cost ratio c, tokens per target step (1 - a^(g+1)) / (1 - a) and wall-clock
   speedup (1 - a^(g+1)) / ((1 - a)(g c + 1)).
@@ -19,6 +28,7 @@ from typing import Any
 from aiinfra.catalog.formats import NumericFormat, kv_bytes_per_value, numeric_format
 from aiinfra.catalog.gpus import GpuModel, resolve_gpu
 from aiinfra.catalog.models import LlmArchitecture, resolve_model
+from aiinfra.catalog.time_model import TIME_INPUTS
 from aiinfra.plan.common import GB, GIB, PlanError, gb, gib, require_positive
 
 # ---------------------------------------------------------------- assumptions (documented)
@@ -32,6 +42,9 @@ NON_TORCH_BYTES = 1.5 * GIB
 HBM_EFFICIENCY = 0.8  # achievable fraction of the HBM bandwidth in decode kernels
 COMPUTE_EFFICIENCY = 0.6  # achievable fraction of the tensor peak in decode GEMMs
 ALLREDUCE_LATENCY_S = 8e-6  # one small NVLink all-reduce (two per layer with TP)
+#: Achievable fraction of NVLink's one-direction peak for the prefill all-reduces: the training
+#: step-time model's ``link_efficiency`` (:mod:`aiinfra.catalog.time_model`), one figure for both.
+NVLINK_EFFICIENCY = TIME_INPUTS["link_efficiency"].default
 ROOFLINE_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
@@ -57,6 +70,10 @@ class ServingRequest:
     max_num_seqs: int = MAX_NUM_SEQS
     max_num_batched_tokens: int = MAX_NUM_BATCHED_TOKENS
     avg_context_len: int | None = None  # roofline context; default max_model_len / 2
+    prompt_len: int | None = None  # prefill / TTFT prompt; default: the roofline context
+    output_len: int | None = None  # tokens generated per request (request latency)
+    kv_cache_memory_bytes: float | None = None  # KV cache per GPU, given (vLLM --kv-cache-memory-bytes)
+    num_gpu_blocks_override: int | None = None  # KV blocks per GPU, given (vLLM --num-gpu-blocks-override)
     name: str = ""
 
     @property
@@ -147,8 +164,39 @@ class RooflinePoint:
     tokens_per_s: float
     bound: str  # memory or compute
 
+    @property
+    def per_user_tokens_per_s(self) -> float:
+        """Each sequence of the batch gets one token per step."""
+        return 1 / self.step_s
+
     def to_dict(self) -> dict[str, Any]:
-        return {"batch": self.batch, "step_s": self.step_s, "tokens_per_s": self.tokens_per_s, "bound": self.bound}
+        return {"batch": self.batch, "step_s": self.step_s, "tokens_per_s": self.tokens_per_s, "bound": self.bound,
+                "per_user_tokens_per_s": self.per_user_tokens_per_s}
+
+
+@dataclass(frozen=True)
+class Latency:
+    """One request alone on a replica: prefill (time to first token), then decode steps."""
+
+    prompt_len: int
+    ttft_s: float
+    prefill_bound: str
+    decode_step_s: float  # batch 1, at the prompt's context
+    output_len: int | None
+
+    @property
+    def per_user_tokens_per_s(self) -> float:
+        return 1 / self.decode_step_s
+
+    @property
+    def request_s(self) -> float | None:
+        return None if self.output_len is None else self.ttft_s + (self.output_len - 1) * self.decode_step_s
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"prompt_len": self.prompt_len, "ttft_s": self.ttft_s, "prefill_bound": self.prefill_bound,
+                "prefill_tokens_per_s": self.prompt_len / self.ttft_s, "decode_step_s": self.decode_step_s,
+                "per_user_tokens_per_s": self.per_user_tokens_per_s, "output_len": self.output_len,
+                "request_latency_s": self.request_s}
 
 
 @dataclass(frozen=True)
@@ -189,10 +237,17 @@ class ServingPlan:
     speculation: Speculation | None
     replicas: int
     warnings: tuple[str, ...] = field(default=())
+    latency: Latency | None = None
 
     @property
     def gpus_per_replica(self) -> int:
         return self.tp * self.pp
+
+    @property
+    def nominal_weights_bytes(self) -> float:
+        """The figure people quote: every parameter at the format's nominal bits (no scales, no
+        16-bit embeddings or head)."""
+        return self.request.model.params * self.request.format.weight_bits / 8
 
     @property
     def kv_cache_tokens(self) -> int:
@@ -263,6 +318,8 @@ class ServingPlan:
             "gpus_per_replica": self.gpus_per_replica,
             "params": r.model.params,
             "weights_bytes": round(self.weights_bytes),
+            "weights_nominal_bytes": round(self.nominal_weights_bytes),
+            "weights_nominal_bits": r.format.weight_bits,
             "weights_per_gpu_bytes": round(self.weights_per_gpu_bytes),
             "draft_weights_per_gpu_bytes": round(self.draft_weights_per_gpu_bytes),
             "activation_bytes": round(self.activation_bytes),
@@ -270,6 +327,9 @@ class ServingPlan:
             "gpu_memory_bytes": r.gpu.memory_bytes,
             "memory_budget_bytes": round(r.gpu.memory_bytes * r.gpu_memory_utilization),
             "kv_cache_per_gpu_bytes": round(self.kv_cache_per_gpu_bytes),
+            "kv_cache_source": ("num_gpu_blocks_override" if r.num_gpu_blocks_override is not None else
+                                "kv_cache_memory_bytes" if r.kv_cache_memory_bytes is not None else
+                                "gpu_memory_utilization"),
             "kv_bytes_per_token": self.kv_bytes_per_token,
             "kv_bytes_per_token_per_gpu": self.kv_bytes_per_token_per_gpu,
             "block_size_tokens": BLOCK_SIZE,
@@ -280,6 +340,7 @@ class ServingPlan:
             "max_concurrency": self.max_concurrency,
             "roofline": [p.to_dict() for p in self.roofline],
             "replica_tokens_per_s": self.replica_tokens_per_s,
+            "latency": self.latency.to_dict() if self.latency else None,
             "speculative": self.speculation.to_dict() if self.speculation else None,
             "target_tokens_per_s": r.target_tokens_per_s,
             "replicas": self.replicas,
@@ -325,6 +386,25 @@ def _decode_step_s(
     return max(mem_s, compute_s) + comm, ("memory" if mem_s >= compute_s else "compute")
 
 
+def prefill_s(
+    req: ServingRequest, model: LlmArchitecture, fmt: NumericFormat, tp: int, prompt_len: int
+) -> tuple[float, str]:
+    """One request's prefill of ``prompt_len`` tokens (its time to first token), and what bounds it."""
+    w = weight_bytes(model, fmt, req.dtype)
+    p = prompt_len
+    kv_written = p * kv_cache_bytes_per_token(model, req.kv_dtype, req.dtype)
+    mem_s = (w.total + kv_written) / (tp * req.gpu.hbm_bandwidth_gb_s * GB * HBM_EFFICIENCY)
+    flops = 2 * model.matmul_params_per_token * p + 2 * model.layers * model.q_dim * p * p
+    peak = req.gpu.dense_tflops(fmt.compute if fmt.compute != "int8" else "int8") * 1e12
+    compute_s = flops / (tp * peak * COMPUTE_EFFICIENCY)
+    comm = 0.0
+    if tp > 1:  # two ring all-reduces of the hidden states per layer
+        size = p * model.hidden * 2
+        bw = req.gpu.nvlink_unidirectional_gb_s * GB * NVLINK_EFFICIENCY
+        comm = 2 * model.layers * (ALLREDUCE_LATENCY_S + 2 * (tp - 1) / tp * size / bw)
+    return max(mem_s, compute_s) + comm, ("memory" if mem_s >= compute_s else "compute")
+
+
 def _tp_problem(model: LlmArchitecture, fmt: NumericFormat, tp: int) -> str | None:
     if model.heads % tp:
         return f"TP {tp} does not divide {model.title}'s {model.heads} attention heads"
@@ -355,14 +435,26 @@ def _memory_at(req: ServingRequest, tp: int, pp: int) -> dict[str, float]:
     budget = req.gpu.memory_bytes * req.gpu_memory_utilization
     kv = budget - weights_gpu - draft_gpu - acts - NON_TORCH_BYTES
     blocks = max(0, math.floor(kv / (BLOCK_SIZE * kv_tok_gpu))) if kv > 0 else 0
+    if req.num_gpu_blocks_override is not None:  # given: the blocks, whatever memory is left
+        blocks = req.num_gpu_blocks_override
+        kv = blocks * BLOCK_SIZE * kv_tok_gpu
+    elif req.kv_cache_memory_bytes is not None:
+        kv = req.kv_cache_memory_bytes
+        blocks = math.floor(kv / (BLOCK_SIZE * kv_tok_gpu))
+    used = weights_gpu + draft_gpu + acts + NON_TORCH_BYTES + max(kv, 0.0)
     return {
         "weights_total": w.total, "weights_gpu": weights_gpu, "draft_gpu": draft_gpu, "acts": acts,
-        "budget": budget, "kv": kv, "kv_tok_gpu": kv_tok_gpu, "blocks": blocks,
+        "budget": budget, "kv": kv, "kv_tok_gpu": kv_tok_gpu, "blocks": blocks, "used": used,
     }
 
 
+def _kv_given(req: ServingRequest) -> bool:
+    return req.num_gpu_blocks_override is not None or req.kv_cache_memory_bytes is not None
+
+
 def _fits(req: ServingRequest, mem: dict[str, float]) -> bool:
-    return mem["blocks"] >= math.ceil(req.max_model_len / BLOCK_SIZE)
+    enough = mem["blocks"] >= math.ceil(req.max_model_len / BLOCK_SIZE)
+    return enough and (not _kv_given(req) or mem["used"] <= req.gpu.memory_bytes)
 
 
 def _validate(req: ServingRequest) -> None:
@@ -371,7 +463,10 @@ def _validate(req: ServingRequest) -> None:
         replicas=req.replicas, target_tokens_per_s=req.target_tokens_per_s,
         num_speculative_tokens=req.num_speculative_tokens, max_num_seqs=req.max_num_seqs,
         max_num_batched_tokens=req.max_num_batched_tokens, avg_context_len=req.avg_context_len,
+        prompt_len=req.prompt_len, output_len=req.output_len, kv_cache_memory_bytes=req.kv_cache_memory_bytes, num_gpu_blocks_override=req.num_gpu_blocks_override,
     )
+    if req.kv_cache_memory_bytes is not None and req.num_gpu_blocks_override is not None:
+        raise PlanError("give the KV cache as bytes or as blocks, not both")
     if not 0 < req.gpu_memory_utilization <= 1:
         raise PlanError(f"gpu-memory-utilization must be in (0, 1], got {req.gpu_memory_utilization}")
     fmt = req.format
@@ -432,6 +527,16 @@ def plan_serving(req: ServingRequest) -> ServingPlan:
             raise PlanError(f"no tensor-parallel size works for {m.title} with {fmt.name}: {'; '.join(dict.fromkeys(problems))}")
         tp, pp, mem = last
         need = math.ceil(req.max_model_len / BLOCK_SIZE) * BLOCK_SIZE * mem["kv_tok_gpu"]
+        if _kv_given(req):
+            short = mem["blocks"] < math.ceil(req.max_model_len / BLOCK_SIZE)
+            raise PlanError(
+                f"the given KV cache of {mem['blocks']:,} blocks ({gib(mem['kv'])} per GPU) at TP={tp} PP={pp} "
+                + (f"holds less than one {req.max_model_len}-token sequence ({gib(need)})" if short else
+                   f"with {gib(mem['weights_gpu'] + mem['draft_gpu'])} of weights, {gib(mem['acts'])} of "
+                   f"activations and {gib(NON_TORCH_BYTES)} runtime needs {gib(mem['used'])}, more than an "
+                   f"{req.gpu.name}'s {gib(req.gpu.memory_bytes)}")
+                + "; give a smaller KV cache, a larger TP or PP, or a quantization"
+            )
         ways = []
         if req.tp is not None or req.pp is not None:
             ways.append(f"try --tp {min(2 * tp, 8)}" if tp < 8 else "try --pp 2 (pipeline across nodes)")
@@ -458,6 +563,12 @@ def plan_serving(req: ServingRequest) -> ServingPlan:
     for b in batches:
         step, bound = _decode_step_s(req, m, fmt, tp, pp, b, context)
         points.append(RooflinePoint(b, step, b / step, bound))
+
+    prompt = req.prompt_len or context
+    ttft, prefill_bound = prefill_s(req, m, fmt, tp, prompt)
+    # one request alone: its pipeline stages run one after the other (PP adds no speed)
+    single_step, _ = _decode_step_s(req, m, fmt, tp, 1, 1, prompt + (req.output_len or 0) // 2)
+    latency = Latency(prompt, ttft, prefill_bound, single_step, req.output_len)
 
     spec = None
     if req.draft is not None:
@@ -492,7 +603,7 @@ def plan_serving(req: ServingRequest) -> ServingPlan:
         draft_weights_per_gpu_bytes=mem["draft_gpu"], activation_bytes=mem["acts"], non_torch_bytes=NON_TORCH_BYTES,
         kv_cache_per_gpu_bytes=max(0.0, mem["kv"]), kv_bytes_per_token=kv_tok,
         kv_bytes_per_token_per_gpu=mem["kv_tok_gpu"], num_blocks=int(mem["blocks"]), roofline=tuple(points),
-        speculation=spec, replicas=replicas, warnings=tuple(warnings),
+        speculation=spec, replicas=replicas, warnings=tuple(warnings), latency=latency,
     )
 
 

@@ -11,7 +11,8 @@ Formulas (docs/planner.md states them with their sources):
   flash attention the s^2 attention-score terms are not stored.
 - Training FLOPs per token: 6 x (weights that multiply) + 12 x layers x s x (heads x head_dim)
   (PaLM's convention, attention counted non-causal); hardware FLOPs add the recomputed forward.
-- Step time: compute at an efficiency x (1 + (p - 1)/(v m)) + exposed communication.
+- Step time: :mod:`aiinfra.plan.step_time` (GEMMs by shape, memory-bound kernels, collectives with
+  their overlap windows), with every input printed and settable (``time_inputs``).
 """
 
 from __future__ import annotations
@@ -24,20 +25,15 @@ from aiinfra.catalog.defaults import DEFAULT_INTER_NODE_LINK, DEFAULT_NODE_OVERH
 from aiinfra.catalog.gpus import GpuModel, resolve_gpu
 from aiinfra.catalog.links import link_rate
 from aiinfra.catalog.models import LlmArchitecture, resolve_model
+from aiinfra.catalog.time_model import TIME_INPUTS, time_input_problem
 from aiinfra.plan.common import DAY_S, GB, GIB, HOUR_S, PlanError, divisors, gib, require_positive
+from aiinfra.plan.step_time import StepEstimate, StepSetup, estimate_step, input_sources, resolve_inputs
 
 # ---------------------------------------------------------------- assumptions (documented, overridable)
 
-#: Fraction of the dense tensor-core peak the GPUs sustain while computing (hardware FLOPs,
-#: recomputation included), before pipeline bubbles and exposed communication. Calibrated so that
-#: Llama 3 405B on 8,192 H100 (TP 8, PP 16, DP 64) lands near the Llama 3 paper's 43 % MFU.
-COMPUTE_EFFICIENCY: dict[str, float] = {"bf16": 0.50, "fp8": 0.35}
-#: Achievable fraction of a link's one-direction peak for NCCL collectives.
-LINK_EFFICIENCY = 0.8
-#: Fraction of each communication that is NOT hidden behind compute.
-TP_EXPOSED = 0.3  # Transformer Engine overlaps part of the TP all-gather / reduce-scatter
-DP_EXPOSED = 0.1  # gradient reduce-scatter / parameter all-gather overlapped with backward / forward
-CP_EXPOSED = 0.5  # ring attention K/V exchange, partly overlapped with attention blocks
+#: Achievable fraction of a link's one-direction peak for NCCL collectives (the step-time input
+#: ``link_efficiency``; the fabric acceptance test expects the same fraction).
+LINK_EFFICIENCY = TIME_INPUTS["link_efficiency"].default
 #: CUDA context, cuBLAS workspaces, NCCL buffers and allocator fragmentation, per GPU.
 RUNTIME_OVERHEAD_BYTES = 3 * GIB
 #: Global batch when the request gives none: about 4M tokens (Llama 2 / GPT-3 scale).
@@ -51,9 +47,26 @@ FRAMEWORKS = ("megatron", "deepspeed")
 #: (Megatron-LM docs/source/api-guide/dist_optimizer.md: 6 + 12/d bytes per parameter with bf16
 #: weights and fp32 gradients): ZeRO stage 1; without it, stage 0. Megatron-LM's FSDP
 #: (``--use-torch-fsdp2`` from core_r0.10, ``--use-custom-fsdp`` from core_r0.12) depends on the
-#: Megatron-LM commit, which versions.images does not pin (the image is NGC PyTorch with a checkout
-#: at /opt/megatron-lm): not offered. DeepSpeed: ``zero_optimization.stage`` 0-3.
+#: Megatron-LM release (versions.megatron_lm, whose arguments the plan was checked against:
+#: core_v0.12.0): not offered. DeepSpeed: ``zero_optimization.stage`` 0-3.
 FRAMEWORK_ZERO_STAGES: dict[str, tuple[int, ...]] = {"megatron": (0, 1), "deepspeed": (0, 1, 2, 3)}
+#: Where DeepSpeed ZeRO offloads to (``zero_optimization.offload_optimizer/offload_param.device``).
+OFFLOAD_DEVICES = ("none", "cpu", "nvme")
+#: DeepSpeed's memory estimators multiply the host memory by this ``additional_buffer_factor``
+#: (default 1.5 in estimate_zero2_model_states_mem_needs and estimate_zero3_model_states_mem_needs).
+DEEPSPEED_HOST_BUFFER_FACTOR = 1.5
+#: Fine-tuning methods: all weights trained, or frozen weights (16-bit; QLoRA: NF4) with LoRA
+#: adapters of rank r on every linear layer of the transformer layers (Hu et al. 2021; Dettmers et
+#: al. 2023, QLoRA, which puts adapters on all linear layers).
+FINETUNE_METHODS = ("full", "lora", "qlora")
+#: Optimizers: Adam with fp32 moments (8 bytes/parameter), or bitsandbytes' 8-bit Adam (one byte
+#: per moment plus an fp32 absmax per block of ADAM_8BIT_BLOCK values: Dettmers et al. 2022,
+#: "8-bit Optimizers via Block-wise Quantization", block size 2048).
+OPTIMIZERS = ("adam", "adam-8bit")
+ADAM_8BIT_BLOCK = 2048
+#: QLoRA's storage of the frozen linear weights: NF4 in blocks of 64 with double quantization,
+#: 4 + 8/64 + 32/(64 x 256) = 4.127 bits per parameter (Dettmers et al. 2023, section 3).
+NF4_DOUBLE_QUANT_BITS = 4 + 8 / 64 + 32 / (64 * 256)
 
 
 # ---------------------------------------------------------------- request and results
@@ -84,9 +97,18 @@ class TrainingRequest:
     sequence_parallel: bool = True
     distributed_optimizer: bool = True
     flash_attention: bool = True
+    # DeepSpeed ZeRO offload (none | cpu | nvme): optimizer states from stage 1, parameters at stage 3
+    offload_optimizer: str = "none"
+    offload_param: str = "none"
+    finetune: str = "full"  # full | lora | qlora (FINETUNE_METHODS)
+    lora_rank: int = 16  # LoRA/QLoRA adapter rank, on every linear layer of the transformer layers
+    optimizer: str = "adam"  # adam | adam-8bit (OPTIMIZERS)
+    master_weights: bool = True  # False: trained in 16 bits, no fp32 master copy (QLoRA's bf16 adapters)
     tokens: float | None = None  # token budget
-    mfu: float | None = None  # end-to-end model FLOPs utilisation (overrides the estimate)
-    achieved_tflops: float | None = None  # end-to-end hardware TFLOP/s per GPU (overrides)
+    mfu: float | None = None  # end-to-end MFU: the GEMM and attention efficiencies are solved to reach it
+    achieved_tflops: float | None = None  # end-to-end hardware TFLOP/s per GPU (same, through the MFU)
+    time_inputs: tuple[tuple[str, float], ...] = ()  # step-time inputs set by the user (catalog.time_model)
+    fabric_sharp: bool = False  # the fabric offers InfiniBand SHARP (fabric.sharp)
     allow_tp_across_nodes: bool = False
     inter_node_link: str = DEFAULT_INTER_NODE_LINK  # one compute rail per GPU
     node_overhead_w: float = DEFAULT_NODE_OVERHEAD_W
@@ -127,10 +149,19 @@ class TrainingMemory:
     activations_bytes: float
     overhead_bytes: float
     gpu_memory_bytes: int
+    #: ZeRO-3: the largest layer gathered whole, 16-bit weights and gradients (DeepSpeed's estimator)
+    gathered_bytes: float = 0.0
+    #: the ZeRO paper's ideal model states (16-bit weights and gradients, K = 12), for comparison
+    paper_model_states_bytes: float = 0.0
+    offload_device: str = "none"
+    #: states a node offloads (to CPU memory or NVMe), and the host memory DeepSpeed's estimator asks
+    offload_bytes_per_node: float = 0.0
+    host_bytes_per_node: float = 0.0
+    trainable_params_per_gpu: int | None = None  # LoRA / QLoRA: the adapters (None: every parameter)
 
     @property
     def model_states_bytes(self) -> float:
-        return self.weights_bytes + self.gradients_bytes + self.optimizer_bytes
+        return self.weights_bytes + self.gradients_bytes + self.optimizer_bytes + self.gathered_bytes
 
     @property
     def total_bytes(self) -> float:
@@ -151,6 +182,13 @@ class TrainingMemory:
             "weights_bytes": round(self.weights_bytes),
             "gradients_bytes": round(self.gradients_bytes),
             "optimizer_bytes": round(self.optimizer_bytes),
+            "gathered_layer_bytes": round(self.gathered_bytes),
+            "model_states_bytes": round(self.model_states_bytes),
+            "paper_model_states_bytes": round(self.paper_model_states_bytes),
+            "offload_device": self.offload_device,
+            "offload_bytes_per_node": round(self.offload_bytes_per_node),
+            "host_bytes_per_node": round(self.host_bytes_per_node),
+            "trainable_params_per_gpu": self.trainable_params_per_gpu,
             "activations_bytes": round(self.activations_bytes),
             "overhead_bytes": round(self.overhead_bytes),
             "total_bytes": round(self.total_bytes),
@@ -171,13 +209,17 @@ class StepTime:
     cp_comm_s: float
     pp_comm_s: float
     dp_comm_s: float
+    optimizer_s: float = 0.0
+    detail: StepEstimate | None = None
+    inputs: tuple[tuple[str, float], ...] = ()  # every step-time input as used
 
     @property
     def total_s(self) -> float:
-        return self.compute_s + self.bubble_s + self.tp_comm_s + self.cp_comm_s + self.pp_comm_s + self.dp_comm_s
+        return (self.compute_s + self.bubble_s + self.tp_comm_s + self.cp_comm_s + self.pp_comm_s + self.dp_comm_s
+                + self.optimizer_s)
 
-    def to_dict(self) -> dict[str, float]:
-        return {
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
             "compute_s": self.compute_s,
             "bubble_s": self.bubble_s,
             "bubble_fraction": self.bubble_fraction,
@@ -185,8 +227,17 @@ class StepTime:
             "cp_comm_exposed_s": self.cp_comm_s,
             "pp_comm_exposed_s": self.pp_comm_s,
             "dp_comm_exposed_s": self.dp_comm_s,
+            "optimizer_s": self.optimizer_s,
             "estimated_step_time_s": self.total_s,
         }
+        d = self.detail
+        if d is not None:
+            out.update({
+                "gemm_s": d.gemm_s, "attention_s": d.attention_s, "memory_bound_s": d.memory_bound_s,
+                "recompute_s": d.recompute_s, "stage_microbatch_s": d.stage_microbatch_s,
+                "collectives": [c.to_dict() for c in d.collectives],
+            })
+        return out
 
 
 @dataclass(frozen=True)
@@ -223,6 +274,24 @@ class TrainingPlan:
     def mfu(self) -> float:
         peak = self.request.gpu.dense_tflops(self.request.precision) * 1e12
         return self.model_flops_per_token * self.tokens_per_s / (self.request.gpus * peak)
+
+    @property
+    def model_flops_6nd_per_token(self) -> float:
+        """6 N: the papers' compute-budget convention (N = parameters, active ones for MoE), beside the
+        attention-inclusive :attr:`model_flops_per_token` the MFU uses."""
+        return 6.0 * self.request.model.active_params
+
+    def time_inputs_dict(self) -> dict[str, dict[str, Any]]:
+        """Each step-time input: the value used and where it comes from (set, fitted, assumed, or
+        solved from the MFU / achieved TFLOP/s given)."""
+        sources = input_sources(dict(self.request.time_inputs))
+        solved = self.efficiency_source != "estimate"
+        return {
+            name: {"value": value,
+                   "source": "from " + self.efficiency_source if solved and name in MFU_SOLVED_INPUTS
+                   else sources[name]}
+            for name, value in self.estimate.inputs
+        }
 
     @property
     def achieved_tflops(self) -> float:
@@ -280,15 +349,21 @@ class TrainingPlan:
             "memory": self.memory.to_dict(),
             "model_flops_per_token": self.model_flops_per_token,
             "hardware_flops_per_token": self.hardware_flops_per_token,
+            "model_flops_6nd_per_token": self.model_flops_6nd_per_token,
             "step": self.estimate.to_dict(),
             "step_time_s": self.step_time_s,
             "efficiency_source": self.efficiency_source,
+            "time_inputs": self.time_inputs_dict(),
             "tokens_per_s": self.tokens_per_s,
             "tokens_per_s_per_gpu": self.tokens_per_s / r.gpus,
             "mfu": self.mfu,
             "model_tflops": self.model_tflops,
             "achieved_tflops": self.achieved_tflops,
             "tokens": r.tokens,
+            "compute_budget_flops": None if r.tokens is None else {
+                "6nd": self.model_flops_6nd_per_token * r.tokens,
+                "with_attention": self.model_flops_per_token * r.tokens,
+            },
             "training_time_s": t,
             "training_time_days": None if t is None else t / DAY_S,
             "gpu_hours": self.gpu_hours,
@@ -374,6 +449,119 @@ def model_state_bytes(
     return w, g, o
 
 
+@dataclass(frozen=True)
+class ModelStates:
+    """Per-GPU model-state bytes of one pipeline stage, and what its node offloads."""
+
+    weights: float
+    gradients: float
+    optimizer: float
+    gathered: float = 0.0  # ZeRO-3: the largest layer gathered whole
+    offload_bytes_per_node: float = 0.0
+    host_bytes_per_node: float = 0.0
+
+
+def deepspeed_model_states(
+    params: float,
+    shards: int,
+    stage: int,
+    largest_layer_params: float,
+    gpus_per_node: int,
+    offload_optimizer: str = "none",
+    offload_param: str = "none",
+    moment_bytes: float = 8.0,
+) -> ModelStates:
+    """DeepSpeed ZeRO as implemented, per GPU: 16-bit weights, mixed-precision Adam.
+
+    DeepSpeed's own estimators (deepspeed/runtime/zero/stage_1_and_2.py
+    ``estimate_zero2_model_states_mem_needs`` at commit 02aa38c3; deepspeed/runtime/zero/stage3.py
+    ``estimate_zero3_model_states_mem_needs`` at commit 007cca6a), ``P`` parameters over ``N`` ranks:
+
+    - ZeRO-2: the 16-bit weights whole (2P) + 18P/N partitioned: 16-bit gradients 2, fp32 gradients
+      4, fp32 master weights 4, Adam moments 8. Optimizer offloaded: 2P on the GPU; the host holds
+      P x max(4 N, 16) x 1.5 per node (no offload: P x 4 x GPUs per node x 1.5).
+    - ZeRO-3: 18P/N + 4L, L the largest layer (module) gathered whole with its 16-bit gradients.
+      Optimizer offloaded: 4L + 2P/N (the 16-bit weight partition); parameters too: 4L. Host per
+      node (zero.Init): 16 and 18 bytes x P x GPUs per node / N x 1.5; no offload: 4L x GPUs x 1.5.
+    - ZeRO-1 and 0 have no estimator: the same buffers with the 16-bit gradients whole (stage 1:
+      2P + 2P + 16P/N; stage 0: 20P); the optimizer offloaded at stage 1 leaves 4P on the GPU.
+
+    ``moment_bytes``: Adam's two moments per parameter (8-bit Adam: about 2). ``offload_*``: none,
+    cpu or nvme (the GPU side is the same; on NVMe the offloaded states leave host memory).
+    """
+    if stage not in (0, 1, 2, 3):
+        raise PlanError(f"ZeRO stage must be 0, 1, 2 or 3, got {stage}")
+    if offload_param != "none" and (stage != 3 or offload_optimizer == "none"):
+        raise PlanError("DeepSpeed offloads parameters at ZeRO stage 3 with the optimizer offloaded too "
+                        "(offload_param needs offload_optimizer and stage 3)")
+    if offload_optimizer != "none" and stage == 0:
+        raise PlanError("DeepSpeed offloads the optimizer from ZeRO stage 1: set a ZeRO stage or no offload")
+    p, n = params, shards if stage >= 1 else 1
+    master = 4 + moment_bytes  # fp32 master weights and the moments, partitioned from stage 1
+    fp32_grads = 4.0
+    gathered = 4 * largest_layer_params if stage == 3 else 0.0
+    if stage <= 1:
+        w, g, o = 2 * p, 2 * p + fp32_grads * p / n, master * p / n
+    elif stage == 2:
+        w, g, o = 2 * p, (2 + fp32_grads) * p / n, master * p / n
+    else:  # the estimator's 18P/N: 16-bit weights 2, fp32 gradients 4, master and moments 12
+        w, g, o = 2 * p / n, fp32_grads * p / n, master * p / n
+    host_buffers = DEEPSPEED_HOST_BUFFER_FACTOR
+    host = (4 * largest_layer_params if stage == 3 else 4 * p) * gpus_per_node * host_buffers
+    if offload_optimizer == "none":
+        return ModelStates(w, g, o, gathered, 0.0, host)
+    if stage == 3 and offload_param != "none":
+        moved = w + g + o
+        w, g, o = 0.0, 0.0, 0.0
+        cpu_host = moved * gpus_per_node * host_buffers
+    elif stage == 3:
+        moved = g + o
+        g, o = 0.0, 0.0
+        cpu_host = moved * gpus_per_node * host_buffers
+    elif stage == 2:
+        moved = g + o
+        g, o = 0.0, 0.0
+        cpu_host = p * max(4 * shards, 16) * host_buffers
+    else:  # stage 1: the fp32 gradient partition and the optimizer leave; the 16-bit gradients stay whole
+        moved = fp32_grads * p / n + o
+        g, o = 2 * p, 0.0
+        cpu_host = p * max(4 * shards, 16) * host_buffers
+    offloaded = moved * gpus_per_node
+    if offload_optimizer == "nvme":
+        return ModelStates(w, g, o, gathered, offloaded, host)
+    return ModelStates(w, g, o, gathered, offloaded, cpu_host)
+
+
+def optimizer_moment_bytes(optimizer: str) -> float:
+    """Bytes per parameter of Adam's two moments: fp32 (8), or bitsandbytes 8-bit (one byte each
+    and an fp32 absmax per block of ADAM_8BIT_BLOCK values)."""
+    if optimizer == "adam-8bit":
+        return 2 * (1 + 4 / ADAM_8BIT_BLOCK)
+    return 8.0
+
+
+def lora_params_per_layer(model: LlmArchitecture, rank: int) -> int:
+    """LoRA adapter parameters of one transformer layer, adapters on every linear layer:
+    r x (in + out) per matrix (A: r x in, B: out x r), each expert its own."""
+    return sum(rank * (n_in + n_out) * copies for _, n_in, n_out, copies in model.linear_shapes())
+
+
+def quantized_layer_bytes(model: LlmArchitecture, bits: float) -> float:
+    """One transformer layer with its linear weights at ``bits`` per weight (scales included in
+    ``bits``) and the rest (norms, biases, router) in 16 bits."""
+    linear = sum(n_in * n_out * copies for _, n_in, n_out, copies in model.linear_shapes())
+    return linear * bits / 8 + (model.layer_params - linear) * 2
+
+
+def largest_module_params(model: LlmArchitecture, tp: int, first: bool, last: bool) -> float:
+    """Parameters of the largest module a pipeline stage holds (what ZeRO-3 gathers whole): a
+    linear layer, or the embedding on the first stage and the output projection on the last."""
+    largest = max(n_in * n_out for _, n_in, n_out, _ in model.linear_shapes())
+    if first or last:
+        largest = max(largest, model.vocab * model.hidden)
+    return largest / tp
+
+
 def activation_bytes_per_layer(
     model: LlmArchitecture,
     seq_len: int,
@@ -457,7 +645,6 @@ def training_memory(request: TrainingRequest, layout: Layout) -> TrainingMemory:
     # Korthikanti: embedding dropout sbhp/t; output layer 4sbh/t + fp32 logits 4sbV/t
     output_act = 4 * s * b * h / tp + 4 * s * b * m.vocab / tp
 
-    w_b, g_b, o_b = bytes_per_param(request)
     stage = lay.zero_stage
     shards = lay.dp * lay.cp
     counts = stage_layer_counts(m.layers, pp)
@@ -479,12 +666,67 @@ def training_memory(request: TrainingRequest, layout: Layout) -> TrainingMemory:
             params += head + m.norm_params
             acts += output_act
         name = "only" if pp == 1 else ("first" if i == 0 else "last" if i == pp - 1 else f"stage {i}")
-        w, g, o = model_state_bytes(params, shards, stage, w_b, g_b, o_b)
-        mem = TrainingMemory(name, round(params), w, g, o, acts, RUNTIME_OVERHEAD_BYTES, request.gpu.memory_bytes)
+        largest = largest_module_params(m, tp, i == 0, i == pp - 1)
+        states, paper, trainable = _stage_model_states(request, params, n_layers, tp, shards, stage, largest)
+        mem = TrainingMemory(
+            name, round(params), states.weights, states.gradients, states.optimizer, acts, RUNTIME_OVERHEAD_BYTES,
+            request.gpu.memory_bytes, states.gathered, paper,
+            request.offload_optimizer if (request.framework == "deepspeed" and stage >= 1) else "none",
+            states.offload_bytes_per_node, states.host_bytes_per_node, trainable,
+        )
         if best is None or mem.total_bytes > best.total_bytes:
             best = mem
     assert best is not None
     return best
+
+
+def _stage_model_states(
+    request: TrainingRequest, params: float, n_layers: int, tp: int, shards: int, stage: int, largest: float
+) -> tuple[ModelStates, float, int | None]:
+    """(model states as the framework holds them, the ZeRO paper's ideal, trainable parameters or
+    None when all are) of a stage with ``params`` parameters per GPU before data-parallel sharding.
+
+    Megatron: 16-bit weights, fp32 gradients, fp32 master and moments (:func:`model_state_bytes`).
+    DeepSpeed: :func:`deepspeed_model_states`. Without master weights: 16-bit weights and gradients
+    and the optimizer's moments, sharded as the ZeRO paper shards them. LoRA / QLoRA: the weights frozen (16-bit; QLoRA: the
+    transformer layers' linear weights in NF4 with double quantization, the rest 16-bit, as
+    bitsandbytes stores them), the adapters trained with the framework's model states; ZeRO-3
+    gathers the largest frozen module's weights only.
+    """
+    r, m = request, request.model
+    moments = optimizer_moment_bytes(r.optimizer)
+    trainable: int | None = None
+    frozen = 0.0
+    if r.finetune in ("lora", "qlora"):
+        trainable = round(n_layers * lora_params_per_layer(m, r.lora_rank) / tp)
+        if r.finetune == "qlora":
+            layer_bytes = quantized_layer_bytes(m, NF4_DOUBLE_QUANT_BITS)
+            frozen = n_layers * layer_bytes / tp + (params - n_layers * m.layer_params / tp) * 2
+        else:
+            frozen = params * 2
+    states_of = trainable if trainable is not None else params
+    if not r.master_weights:  # 16-bit weights and gradients, the moments: the ZeRO paper's sharding
+        w, g, o = model_state_bytes(states_of, shards, stage, 2, 2, moments)
+        states = ModelStates(w, g, o, 4 * largest if (r.framework == "deepspeed" and stage == 3) else 0.0)
+    elif r.framework == "deepspeed":
+        states = deepspeed_model_states(
+            states_of, shards, stage, largest, r.gpus_per_node,
+            r.offload_optimizer if stage >= 1 else "none", r.offload_param if stage == 3 else "none", moments,
+        )
+    else:
+        w_b, g_b, _ = bytes_per_param(r)
+        w, g, o = model_state_bytes(states_of, shards, stage, w_b, g_b, 4 + moments)
+        states = ModelStates(w, g, o)
+    pw, pg, po = model_state_bytes(states_of, shards, stage, 2, 2, 12)
+    paper = pw + pg + po
+    if trainable is not None:  # frozen weights: held (sharded at ZeRO-3), neither gradients nor optimizer
+        share = shards if stage >= 3 else 1
+        gathered = 0.0
+        if r.framework == "deepspeed" and stage == 3:
+            gathered = largest * (NF4_DOUBLE_QUANT_BITS / 8 if r.finetune == "qlora" else 2)
+        states = replace(states, weights=states.weights + frozen / share, gathered=gathered)
+        paper += frozen / share
+    return states, paper, trainable
 
 
 # ---------------------------------------------------------------- FLOPs and time
@@ -517,60 +759,74 @@ def pipeline_bubble_fraction(pp: int, num_microbatches: int, vpp: int = 1) -> fl
     return (pp - 1) / (vpp * num_microbatches)
 
 
-def _ring_s(size_bytes: float, ranks: int, bandwidth_b_s: float) -> float:
-    """All-gather or reduce-scatter of ``size_bytes`` (whole tensor) over a ring of ``ranks``."""
-    if ranks <= 1:
-        return 0.0
-    return (ranks - 1) / ranks * size_bytes / bandwidth_b_s
+def time_inputs(request: TrainingRequest, **scaled: float) -> dict[str, float]:
+    """Every step-time input as the estimate uses it: the request's settings over the defaults
+    (:data:`aiinfra.catalog.time_model.TIME_INPUTS`); ``scaled`` replaces some (the MFU solve)."""
+    values = resolve_inputs(dict(request.time_inputs), request.framework, request.fabric_sharp)
+    values.update(scaled)
+    return values
 
 
-def step_time(request: TrainingRequest, layout: Layout, memory: TrainingMemory | None = None) -> StepTime:
-    r, m, lay = request, request.model, layout
-    peak = r.gpu.dense_tflops(r.precision) * 1e12
-    eff = COMPUTE_EFFICIENCY.get(r.precision, COMPUTE_EFFICIENCY["bf16"])
-    tokens = lay.global_batch * r.seq_len
-    # uneven stages: the pipeline runs at the pace of the stage with the most layers
-    imbalance = _stage_layers(m.layers, lay.pp) * lay.pp / m.layers
-    compute = tokens * hardware_flops_per_token(m, r.seq_len, lay.recompute) / (r.gpus * peak * eff) * imbalance
-    bubble_fraction = pipeline_bubble_fraction(lay.pp, lay.num_microbatches, lay.vpp)
-    bubble = compute * bubble_fraction
-
-    nvlink = r.gpu.nvlink_unidirectional_gb_s * GB * LINK_EFFICIENCY
-    ib = link_rate(r.inter_node_link).gbytes_per_s * GB * LINK_EFFICIENCY
-    node = _tp_domain(r)  # GPUs that talk over NVLink: a node, or a multi-node NVLink domain
-    s_local = r.seq_len / lay.cp
-    act_msg = s_local * lay.micro_batch * m.hidden * 2  # one micro-batch's hidden states, bytes
-    stage_layers = _stage_layers(m.layers, lay.pp)
-    micro_steps = lay.num_microbatches * stage_layers  # layer passes per GPU per step
-
-    # TP: per layer and micro-batch 4 all-gathers + 4 reduce-scatters (fwd + bwd), +2 with full recompute
-    tp_bw = nvlink if lay.tp <= node else ib
-    collectives = 8 + (2 if lay.recompute == "full" else 0)
-    tp_comm = micro_steps * collectives * _ring_s(act_msg, lay.tp, tp_bw) * TP_EXPOSED
-
-    # CP: ring exchange of K and V chunks per layer, forward and backward (x2 for dK, dV)
-    cp_bw = nvlink if lay.tp * lay.cp <= node else ib
-    kv_chunk = 2 * s_local * lay.micro_batch * m.kv_dim * 2 / lay.tp
-    cp_comm = micro_steps * 3 * (lay.cp - 1) * kv_chunk / cp_bw * CP_EXPOSED if lay.cp > 1 else 0.0
-
-    # PP: point-to-point sends exposed while the pipeline fills and drains
-    pp_bw = nvlink if lay.tp * lay.cp * lay.dp * lay.pp <= node else ib
-    p2p_msg = act_msg / (lay.tp if (r.sequence_parallel and lay.tp > 1) else 1)
-    pp_comm = 2 * (lay.vpp * lay.pp - 1) * p2p_msg / pp_bw if lay.pp > 1 else 0.0
-
-    # DP: gradients reduce-scatter + parameters all-gather (an all-reduce without sharding)
+def step_setup(request: TrainingRequest, layout: Layout, memory: TrainingMemory | None = None) -> StepSetup:
+    """The request and layout as the step-time model sees them (:class:`aiinfra.plan.step_time.StepSetup`)."""
+    r, lay = request, layout
     mem = memory or training_memory(r, lay)
-    params = mem.params_per_gpu
-    shards = lay.dp * lay.cp
-    dp_bw = nvlink if lay.tp * lay.cp * lay.dp <= node else ib
     _, g_b, _ = bytes_per_param(r)
-    stage = lay.zero_stage
-    grad_bytes = params * (g_b if r.framework == "megatron" else 2)
-    volume = 2 * grad_bytes if stage == 0 else grad_bytes + params * 2
-    if stage == 3:  # parameters gathered for every micro-batch's forward and backward
-        volume = grad_bytes + 2 * params * 2 * lay.num_microbatches
-    dp_comm = _ring_s(volume, shards, dp_bw) * DP_EXPOSED
-    return StepTime(compute, bubble, bubble_fraction, tp_comm, cp_comm, pp_comm, dp_comm)
+    return StepSetup(
+        model=r.model, gpu=r.gpu, precision=r.precision, seq_len=r.seq_len, tp=lay.tp, pp=lay.pp, dp=lay.dp,
+        cp=lay.cp, vpp=lay.vpp, micro_batch=lay.micro_batch, num_microbatches=lay.num_microbatches,
+        recompute=lay.recompute, sequence_parallel=r.sequence_parallel and lay.tp > 1,
+        flash_attention=r.flash_attention, zero_stage=lay.zero_stage,
+        stage_layers=tuple(stage_layer_counts(r.model.layers, lay.pp)), params_per_gpu=mem.params_per_gpu,
+        grad_bytes=g_b, nvlink_gpus=_tp_domain(r), gpus_per_node=r.gpus_per_node,
+        ib_rail_b_s=link_rate(r.inter_node_link).gbytes_per_s * GB, ib_name=link_rate(r.inter_node_link).name,
+    )
+
+
+def step_time(request: TrainingRequest, layout: Layout, memory: TrainingMemory | None = None,
+              inputs: dict[str, float] | None = None) -> StepTime:
+    """The step-time estimate of a layout (:func:`aiinfra.plan.step_time.estimate_step`)."""
+    values = inputs if inputs is not None else time_inputs(request)
+    est = estimate_step(step_setup(request, layout, memory), values)
+    return StepTime(
+        compute_s=est.compute_s, bubble_s=est.bubble_s,
+        bubble_fraction=pipeline_bubble_fraction(layout.pp, layout.num_microbatches, layout.vpp),
+        tp_comm_s=est.tp_exposed_s, cp_comm_s=est.cp_exposed_s, pp_comm_s=est.pp_exposed_s,
+        dp_comm_s=est.dp_exposed_s, optimizer_s=est.optimizer_s, detail=est, inputs=tuple(values.items()),
+    )
+
+
+#: The inputs an MFU (or achieved TFLOP/s) given by the user replaces: the compute efficiencies.
+MFU_SOLVED_INPUTS = ("gemm_efficiency_bf16", "gemm_efficiency_fp8", "attention_efficiency")
+
+
+def solve_for_mfu(request: TrainingRequest, layout: Layout, memory: TrainingMemory, target_mfu: float,
+                  model_flops: float) -> tuple[StepTime, bool]:
+    """The estimate with the compute efficiencies scaled (one factor, each capped at 1) so that the
+    end-to-end MFU is ``target_mfu``; communication, bubble and memory-bound kernels stay modelled.
+    Returns (estimate, reached): not reached when even full efficiency is slower than the target."""
+    base = time_inputs(request)
+    peak = request.gpu.dense_tflops(request.precision) * 1e12
+    tokens = layout.global_batch * request.seq_len
+
+    def at(k: float) -> StepTime:
+        return step_time(request, layout, memory, time_inputs(
+            request, **{n: min(1.0, base[n] * k) for n in MFU_SOLVED_INPUTS}))
+
+    def mfu_of(st: StepTime) -> float:
+        return tokens * model_flops / (st.total_s * request.gpus * peak)
+
+    lo, hi = 1e-3, 1.0 / min(base[n] for n in MFU_SOLVED_INPUTS)
+    top = at(hi)
+    if mfu_of(top) < target_mfu:
+        return top, False
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if mfu_of(at(mid)) < target_mfu:
+            lo = mid
+        else:
+            hi = mid
+    return at(hi), True
 
 
 # ---------------------------------------------------------------- layout search
@@ -663,6 +919,10 @@ def _validate_request(r: TrainingRequest) -> None:
         raise PlanError(f"MFU must be between 0 and 1 (a fraction of peak), got {r.mfu}")
     if r.mfu is not None and r.achieved_tflops is not None:
         raise PlanError("give either an MFU or achieved TFLOP/s, not both")
+    for name, value in r.time_inputs:
+        why = time_input_problem(name, value)
+        if why:
+            raise PlanError(why)
     if r.global_batch is not None and r.global_batch_tokens is not None:
         raise PlanError("give either a global batch in sequences or in tokens, not both")
     if r.global_batch_tokens is not None and r.global_batch_tokens % r.seq_len:
@@ -682,6 +942,20 @@ def _validate_request(r: TrainingRequest) -> None:
     why = sharding_problem(r.framework, r.zero_stage, r.fsdp, r.distributed_optimizer, stage_given=False)
     if why:
         raise PlanError(why)
+    for what, device in (("optimizer", r.offload_optimizer), ("parameter", r.offload_param)):
+        if device not in OFFLOAD_DEVICES:
+            raise PlanError(f"{what} offload must be one of {', '.join(OFFLOAD_DEVICES)}, got '{device}'")
+        if device != "none" and r.framework != "deepspeed":
+            raise PlanError(f"{what} offload is a DeepSpeed ZeRO option: set framework deepspeed or no offload")
+    if r.offload_param != "none" and r.offload_optimizer == "none":
+        raise PlanError("DeepSpeed offloads parameters (ZeRO stage 3) together with the optimizer: "
+                        "offload the optimizer too")
+    if r.finetune not in FINETUNE_METHODS:
+        raise PlanError(f"fine-tuning must be one of {', '.join(FINETUNE_METHODS)}, got '{r.finetune}'")
+    if r.optimizer not in OPTIMIZERS:
+        raise PlanError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got '{r.optimizer}'")
+    if r.finetune != "full" and r.lora_rank < 1:
+        raise PlanError(f"LoRA rank must be a positive integer, got {r.lora_rank}")
     if r.model.learned_positions and r.seq_len > r.model.learned_positions:
         raise PlanError(
             f"{r.model.title} has learned positions for {r.model.learned_positions} tokens; "
@@ -760,7 +1034,9 @@ def _memory_message(request: TrainingRequest, c: Candidate) -> str:
         f"{m.title} with {lay.short()} ({lay.recompute} recomputation, ZeRO stage {lay.zero_stage}) "
         f"needs {gib(mem.total_bytes)} per GPU on the {mem.stage} pipeline stage "
         f"(weights {gib(mem.weights_bytes)}, gradients {gib(mem.gradients_bytes)}, optimizer "
-        f"{gib(mem.optimizer_bytes)}, activations {gib(mem.activations_bytes)}, overhead "
+        f"{gib(mem.optimizer_bytes)}, "
+        + (f"gathered layer {gib(mem.gathered_bytes)}, " if mem.gathered_bytes else "")
+        + f"activations {gib(mem.activations_bytes)}, overhead "
         f"{gib(mem.overhead_bytes)}) but an {request.gpu.name} has {gib(mem.gpu_memory_bytes)}"
     )
 
@@ -787,6 +1063,8 @@ def plan_training(request: TrainingRequest, keep_alternatives: int = 5) -> Train
         if r.zero_stage is not None and sharding_stage(r) + 1 in FRAMEWORK_ZERO_STAGES[r.framework]:
             tips.append(f"ZeRO stage {sharding_stage(r) + 1}"
                         + (" (distributed_optimizer: true)" if r.framework == "megatron" else ""))
+        if r.framework == "deepspeed" and r.offload_optimizer == "none":
+            tips.append("offload: cpu (DeepSpeed ZeRO offload)")
         tips.append("more GPUs")
         hint = "try " + ", ".join(tips)
         raise PlanError(f"{_memory_message(r, smallest)}; {hint}")
@@ -794,15 +1072,25 @@ def plan_training(request: TrainingRequest, keep_alternatives: int = 5) -> Train
     model_flops = model_flops_per_token(r.model, r.seq_len)
     hw_flops = hardware_flops_per_token(r.model, r.seq_len, lay.recompute)
     tokens_per_step = lay.global_batch * r.seq_len
-    if r.mfu is not None:
-        peak = r.gpu.dense_tflops(r.precision) * 1e12
-        step, source = tokens_per_step * model_flops / (r.gpus * peak * r.mfu), "mfu"
-    elif r.achieved_tflops is not None:
-        step, source = tokens_per_step * hw_flops / (r.gpus * r.achieved_tflops * 1e12), "achieved_tflops"
-    else:
-        step, source = chosen.time.total_s, "estimate"
-
     warnings: list[str] = []
+    estimate = chosen.time
+    source = "estimate"
+    target: float | None = None
+    peak = r.gpu.dense_tflops(r.precision) * 1e12
+    if r.mfu is not None:
+        target, source = r.mfu, "mfu"
+    elif r.achieved_tflops is not None:
+        target, source = r.achieved_tflops * 1e12 * model_flops / hw_flops / peak, "achieved_tflops"
+    if target is not None:
+        estimate, reached = solve_for_mfu(r, lay, chosen.memory, target, model_flops)
+        if not reached:
+            got = tokens_per_step * model_flops / (estimate.total_s * r.gpus * peak)
+            warnings.append(
+                f"the {source.replace('_', ' ')} given ({target:.1%} MFU) is out of reach of this layout: with the "
+                f"GEMMs at full efficiency, the modelled communication, bubble and memory-bound kernels give "
+                f"{got:.1%}; the plan uses that"
+            )
+    step = estimate.total_s
     if r.model.max_context and r.seq_len > r.model.max_context:
         warnings.append(f"sequence length {r.seq_len} exceeds {r.model.title}'s context of {r.model.max_context}")
     if r.model.layers % lay.pp:
@@ -826,7 +1114,7 @@ def plan_training(request: TrainingRequest, keep_alternatives: int = 5) -> Train
         )
     others = sorted((c for c in cands if c.memory.fits and c is not chosen), key=lambda c: c.time.total_s)
     return TrainingPlan(
-        request=r, layout=lay, memory=chosen.memory, estimate=chosen.time, step_time_s=step,
+        request=r, layout=lay, memory=chosen.memory, estimate=estimate, step_time_s=step,
         efficiency_source=source, model_flops_per_token=model_flops, hardware_flops_per_token=hw_flops,
         alternatives=tuple(others[:keep_alternatives]), warnings=tuple(warnings),
     )
@@ -849,13 +1137,15 @@ def training_request_from_job(
     site: Any = None,
     inter_node_link: str = DEFAULT_INTER_NODE_LINK,
     custom_gpus: dict[str, Any] | None = None,
+    fabric_sharp: bool = False,
 ) -> TrainingRequest:
     """Map a blueprint ``TrainingJob`` (aiinfra.spec.models) onto a request.
 
     The one request builder: the blueprint path (:func:`aiinfra.plan.cluster.plan_blueprint`) and
     ``aiinfra size train`` (which builds a ``TrainingJob`` from its flags) both call it, so both
     get the blueprint's defaults. ``gpu_name`` and ``gpus_per_node`` come from the job's node
-    group's node type (``custom_gpus``: the blueprint's ``catalog.gpus``); ``site`` (a ``Site``) supplies the node overhead and PUE for the energy
+    group's node type (``custom_gpus``: the blueprint's ``catalog.gpus``); ``fabric_sharp``: the
+    fabric's ``sharp`` (InfiniBand SHARP for the step time); ``site`` (a ``Site``) supplies the node overhead and PUE for the energy
     figure. KeyError for an unknown model or GPU name (with a suggestion); PlanError for sharding
     the framework cannot run (:func:`job_sharding_problem`).
     """
@@ -874,6 +1164,11 @@ def training_request_from_job(
         precision=job.precision, framework=job.framework, zero_stage=job.zero_stage, fsdp=job.fsdp,
         recompute=job.recompute, sequence_parallel=job.sequence_parallel,
         distributed_optimizer=job.distributed_optimizer, tokens=float(job.tokens), mfu=job.mfu,
+        time_inputs=tuple(sorted((getattr(job, "planner", None) or {}).items())), fabric_sharp=fabric_sharp,
+        # rendered at stage >= 1 and at stage 3; a Megatron job's offload is the check's problem
+        # (train-offload-needs-deepspeed), not a second one from the planner
+        offload_optimizer=job.offload if job.framework == "deepspeed" else "none",
+        offload_param=job.offload if job.framework == "deepspeed" else "none",
         inter_node_link=inter_node_link,
         node_overhead_w=site.node_overhead_w if site is not None else DEFAULT_NODE_OVERHEAD_W,
         pue=site.pue if site is not None else DEFAULT_PUE,
