@@ -19,8 +19,8 @@ setup: $(BIN)/aiinfra
 setup-test: setup
 	$(BIN)/pip install -q -e '.[test]'
 
-system-packages:
-	@if [ "$$(id -u)" = 0 ]; then bash scripts/install-system-packages.sh; \
+system-packages: setup
+	@if [ "$$(id -u)" = 0 ]; then bash scripts/install-system-packages.sh && bash scripts/build-testbed-slurm.sh $(BIN)/python; \
 	else echo "not root: skipping Debian packages (tests that need Slurm, munge, sshd skip themselves)"; fi
 
 demo: setup

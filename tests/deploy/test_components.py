@@ -9,7 +9,7 @@ import yaml
 from pulumi_harness import run_program
 
 from aiinfra.catalog.charts import chart
-from aiinfra.catalog.platform import COMPONENTS
+from aiinfra.catalog.platform import COMPONENTS, components
 from conftest import ROOT
 
 
@@ -24,7 +24,7 @@ def prod_run():
 
 def test_one_component_per_platform_component_with_its_type_token(prod_run):
     tokens = sorted(r.type for r in prod_run.of_type("aiinfra:k8s:"))
-    assert tokens == sorted(c.type_token for c in COMPONENTS)
+    assert tokens == sorted(c.type_token for c in components())  # prod: Lustre's storage component
 
 
 def test_every_kubernetes_resource_is_a_child_of_a_component(prod_run):
@@ -77,7 +77,7 @@ def waits_for(run, registration, component_urn: str) -> bool:
 
 def test_components_wait_for_the_components_they_need(prod_run):
     by_name = {r.name: r for r in prod_run.of_type("aiinfra:k8s:")}
-    for spec in COMPONENTS:
+    for spec in components():
         for child in [r for r in prod_run.registrations if r.parent == by_name[spec.name].urn]:
             for need in spec.after:
                 assert waits_for(prod_run, child, by_name[need].urn), f"{child.name} does not wait for {need}"

@@ -30,8 +30,12 @@ FIXTURE = CHECKOUT / "tests" / "fixtures" / "slurm-testbed"
 STACK = "testbed"
 FAKE_ROOT = Path("/run/aiinfra-testbed")
 GATEWAY = "10.77.0.1/24"
-SLURM_BINARIES = ("slurmctld", "slurmd", "slurmdbd", "sinfo", "srun", "sbatch", "sacct", "sacctmgr", "scontrol",
-                  "munged", "mariadbd", "mysql")
+# Debian's packages the bed's hosts find installed (no route out); Slurm itself is the pinned
+# release, which the slurm role unpacks from the build scripts/build-testbed-slurm.sh made.
+SLURM_BINARIES = ("munged", "mariadbd", "mysql")
+SLURM_BUILD_DIR = Path("/var/cache/aiinfra/slurm")  # slurm_build_cache_dir (roles/slurm/defaults)
+# The bed's build: NVML (a production build's gpu/nvml) and several slurmd per machine.
+BUILD_VARS = {"slurm_build_nvml": True, "slurm_build_multiple_slurmd": True}
 # Daemons' state the test bed owns on this machine (wiped before a run for deterministic job ids).
 STATE_DIRS = ("/var/spool/slurmctld", "/var/spool/slurmd")
 
@@ -79,6 +83,8 @@ def missing_requirements() -> str | None:
     lost = [b for b in lost if b not in sbin]
     if lost:
         return f"missing binaries: {', '.join(lost)} (install the packages of .ci/apt-packages.txt)"
+    if not list(SLURM_BUILD_DIR.glob("slurm-*-nvml-multiple-slurmd.tar.gz")):
+        return f"no Slurm build in {SLURM_BUILD_DIR} (run scripts/build-testbed-slurm.sh as root)"
     return None
 
 
@@ -89,13 +95,17 @@ def prepare_root(dest: Path) -> Path:
 
 
 def hosts_from_inventory(root: Path) -> list[Host]:
-    inventory = yaml.safe_load((root / "manifests" / STACK / "ansible" / "inventory.yml").read_text())
-    return [Host(name, hv["ansible_host"]) for name, hv in sorted(inventory["all"]["hosts"].items())]
+    from aiinfra.render.inventory import INVENTORY_FILE, read_inventory
+
+    hostvars, _ = read_inventory((root / "manifests" / STACK / INVENTORY_FILE).read_text())
+    return [Host(name, hv["ansible_host"]) for name, hv in sorted(hostvars.items())]
 
 
 def compute_nodes(root: Path) -> list[str]:
-    inventory = yaml.safe_load((root / "manifests" / STACK / "ansible" / "inventory.yml").read_text())
-    return sorted(inventory["all"]["children"]["slurm_compute"]["hosts"])
+    from aiinfra.render.inventory import INVENTORY_FILE, read_inventory
+
+    _, groups = read_inventory((root / "manifests" / STACK / INVENTORY_FILE).read_text())
+    return sorted(groups["slurm_compute"])
 
 
 def make_fake_hardware(nodes: list[str], gpus: int = 8, hcas: tuple[str, ...] = ("mlx5_0", "mlx5_1"),
@@ -147,6 +157,7 @@ def write_extra_vars(testbed: Testbed, path: Path) -> Path:
         "slurm_service_manager": "direct",
         "slurm_dbd_storage_pass": secrets.token_urlsafe(18),
         "slurm_nodecheck_probes": probes(),
+        **BUILD_VARS,
     }
     path.write_text(yaml.safe_dump(data, sort_keys=True))
     path.chmod(0o600)
@@ -156,6 +167,9 @@ def write_extra_vars(testbed: Testbed, path: Path) -> Path:
 def wipe_state() -> None:
     for d in STATE_DIRS:
         shutil.rmtree(d, ignore_errors=True)
+    # the daemons' logs of earlier runs (tests read this run's)
+    for log in Path("/var/log/slurm").glob("*.log"):
+        log.unlink()
     # PMIx's per-job directories outlive an interrupted run; job ids restart at 1 with a fresh
     # controller state, and srun fails on a directory left by an earlier job of the same id.
     for d in Path("/tmp").glob("spmix_appdir_*"):

@@ -10,7 +10,8 @@ import pytest
 
 from conftest import ROOT
 
-ROLES = ["common", "nvidia_driver", "infiniband", "lustre_client", "nvmeof", "container_runtime", "dcgm", "node_exporter", "slurm_exporter"]
+ROLES = ["common", "nvidia_driver", "infiniband", "lustre_client", "gpfs_client", "nvmeof", "container_runtime", "dcgm", "node_exporter", "slurm_exporter",
+         "nccl_tests", "megatron_lm"]
 TARGETS = [f"roles/{r}" for r in ROLES] + ["playbooks/rolling.yml"]
 BIN = ROOT / ".venv" / "bin"
 

@@ -9,7 +9,8 @@ import yaml
 
 from conftest import ROOT
 
-ROLES = ["common", "nvidia_driver", "infiniband", "lustre_client", "nvmeof", "container_runtime", "dcgm", "node_exporter", "slurm_exporter"]
+ROLES = ["common", "nvidia_driver", "infiniband", "lustre_client", "gpfs_client", "nvmeof", "container_runtime", "dcgm", "node_exporter", "slurm_exporter",
+         "nccl_tests", "megatron_lm"]
 
 
 @pytest.mark.parametrize("role", ROLES)

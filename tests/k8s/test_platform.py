@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from aiinfra.catalog.charts import CHARTS, chart
-from aiinfra.catalog.platform import COMPONENTS
+from aiinfra.catalog.platform import COMPONENTS, components
 from aiinfra.errors import BlueprintError
 from aiinfra.pipeline import build_data
 from aiinfra.render.k8s_topology import node_labels, node_taints, topology_levels
@@ -87,6 +87,7 @@ def test_kubeadm_configuration_carries_the_blueprint_networks_and_ha_endpoint(pr
 def test_kubeadm_uses_v1beta3_before_kubernetes_1_31():
     bp = blueprint("dev")
     bp["versions"]["kubernetes"] = "1.30.9"
+    bp["versions"]["images"]["pause"] = "registry.k8s.io/pause:3.9"  # kubeadm 1.30's PauseVersion
     rendered = render(build_data(bp, "dev.yaml", "dev"), only=["k8s-hosts"])
     cc = docs(rendered["k8s-hosts/kubeadm-config.yaml"])[0]
     assert cc["apiVersion"] == "kubeadm.k8s.io/v1beta3"
@@ -245,7 +246,7 @@ def test_one_argo_application_per_component_with_chart_version_and_values(prod, 
             if p.startswith("gitops/") and docs(t) and docs(t)[0]["kind"] == "Application" and p != "gitops/root.yaml"}
     assert set(apps) == folders
     pinned = prod.cluster.blueprint.versions.charts
-    for spec in COMPONENTS:
+    for spec in components():  # prod's: Lustre's storage component, not GPFS's
         app = apps[spec.name]
         charts = [s for s in app["spec"]["sources"] if "chart" in s]
         if spec.chart and chart(spec.chart).is_kustomize:  # the project's kustomize folder at the pinned tag
@@ -260,7 +261,7 @@ def test_one_argo_application_per_component_with_chart_version_and_values(prod, 
         else:
             assert not charts
     waves = {n: int(a["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"]) for n, a in apps.items()}
-    for spec in COMPONENTS:
+    for spec in components():  # prod's: Lustre's storage component, not GPFS's
         assert all(waves[a] < waves[spec.name] for a in spec.after), spec.name
 
 

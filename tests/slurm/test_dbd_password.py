@@ -135,9 +135,14 @@ def _layout(work: Path) -> dict:
         "slurm_service_manager": "direct",
         "slurm_start_timeout_s": 60,
         "slurm_mariadb_direct_command": (
-            f"/usr/sbin/mariadbd --no-defaults --user=root --datadir={work}/data --socket={work}/mysqld.sock "
+            f"/usr/sbin/mariadbd --defaults-file={work}/aiinfra-slurmdbd.cnf --user=root --datadir={work}/data "
+            f"--socket={work}/mysqld.sock "
             f"--pid-file={work}/mysqld.pid --log-error={work}/mysqld.err --port=3306 "
             "--bind-address=127.0.0.1"),
+        # the role's settings file, the only one this MariaDB reads
+        "slurm_mariadb_config_file": f"{work}/aiinfra-slurmdbd.cnf",
+        # Debian's slurmdbd, from its package paths
+        "aiinfra_slurm_install": {"method": "packages", "version": "22.05"},
         "aiinfra_slurm_cluster_name": "pwtest",
         "aiinfra_slurm_accounting": {"cluster": "pwtest", "qos": []},
         "aiinfra_slurm_config_dir": str(etc),

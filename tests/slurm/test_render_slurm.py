@@ -8,9 +8,10 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 from ClusterShell.NodeSet import NodeSet
 
-from aiinfra.pipeline import build_file
+from aiinfra.pipeline import build_data, build_file
 from aiinfra.render.slurm import (
     cores_of_gpu,
     gpu_type,
@@ -161,10 +162,13 @@ def test_cgroup_and_plugstack(prod_files):
 
 def test_version_gated_options():
     prod = slurm_model(load_stack("prod").cluster)
-    testbed = slurm_model(build_file(TESTBED).cluster)
     assert "SlurmctldParameters=enable_stepmgr" in prod.options  # 24.11
-    assert testbed.options == []  # 22.05 knows none of them
-    text = render_slurm(build_file(TESTBED).cluster, build_file(TESTBED).plan)["slurm/slurm.conf"]
+    raw = yaml.safe_load(TESTBED.read_text())["config"]["aiinfra:cluster"]
+    raw["versions"]["slurm"] = "22.05"  # a release from a site repository
+    raw["slurm"]["install"] = {"method": "packages"}
+    old = build_data(raw, str(TESTBED), "testbed")
+    assert slurm_model(old.cluster).options == []  # 22.05 knows none of them
+    text = render_slurm(old.cluster, old.plan)["slurm/slurm.conf"]
     assert "enable_stepmgr" not in text
     assert "SlurmdParameters=config_overrides" in text.splitlines()
 

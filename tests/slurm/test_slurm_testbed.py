@@ -1,14 +1,16 @@
 """Slurm for real: `aiinfra hosts up` configures five hosts made on this machine, twice.
 
 The hosts are network namespaces with their own address, hostname and key-only sshd
-(tests/harness/testbed.py); the blueprint is tests/fixtures/slurm-testbed (Debian 12's Slurm
-22.05, four 8-GPU nodes in two SUs, fake GPU character devices). One module-scoped fixture brings
+(tests/harness/testbed.py); the blueprint is tests/fixtures/slurm-testbed (the pinned Slurm 24.11.5,
+built from its release source by the role's build script, four 8-GPU nodes in two SUs, fake GPU
+character devices). One module-scoped fixture brings
 the test bed up and runs the playbook once; the tests then check what the cluster does.
 Teardown stops every process of every namespace (compute nodes first) even after a failure.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
@@ -38,6 +40,65 @@ def test_first_run_configures_every_host(bed):
     for host in bed["testbed"].hosts:
         assert re.search(rf"{host.name}\s.*\s(changed|ok)\s", first.stdout), first.stdout
     print(f"first run: {bed['first_s']:.1f} s")
+
+
+def test_every_daemon_runs_the_pinned_release(bed):
+    pin = _pin(bed)
+    assert pin == "24.11.5"  # the bed runs what production pins, built from its release source
+    first = bed["first"].stdout
+    assert re.search(r"\| Check the installed Slurm against versions.slurm \(", first), first[-3000:]
+    running = {}
+    for host in bed["testbed"].hosts:
+        # every daemon in the host's network namespace, by its process: the binary it was started
+        # from, and what that binary reports
+        exes = set()
+        for pid in bed["testbed"].pids(host):
+            try:
+                exe = os.readlink(f"/proc/{pid}/exe")
+            except OSError:
+                continue
+            if exe.rsplit("/", 1)[1] in ("slurmctld", "slurmd", "slurmdbd"):
+                exes.add(exe)
+        running[host.name] = sorted(f"{exe} {_version(bed, host, exe)}" for exe in exes)
+    daemons = [line for lines in running.values() for line in lines]
+    assert {d.split()[0].rsplit("/", 1)[1] for d in daemons} == {"slurmctld", "slurmd", "slurmdbd"}, running
+    assert all(d.split()[0].startswith(f"/opt/slurm/{pin}/sbin/") and d.endswith(f"slurm {pin}") for d in daemons), running
+    assert st.on_controller(bed, "sinfo -V").strip() == f"slurm {pin}"
+
+
+def test_version_check_refuses_a_mismatching_pin(bed):
+    # the role's own check, against the binaries the bed runs, with versions.slurm pinned elsewhere
+    r = st.aiinfra(bed["root"], "hosts", "up", "--stack", st.STACK, "--tags", "slurm-version",
+                   "-e", f"@{bed['extra']}", "-e", "slurm_version=24.11.4")
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out[-3000:]
+    assert "versions.slurm pins 24.11.4, but ctl01 has" in out and "slurm 24.11.5" in out, out[-3000:]
+
+
+def test_slurmdbd_finds_the_database_settings_it_asks_for(bed):
+    # slurmdbd 24.11 checks the InnoDB settings when it connects and logs what it finds too small
+    log = st.on_controller(bed, "cat /var/log/slurm/slurmdbd.log")
+    assert "accounting_storage/as_mysql" in log or "slurmdbd version" in log, log[-2000:]
+    assert "Database settings not recommended values" not in log, log[-2000:]
+    pool = int(st.on_controller(bed, "mysql -NB -e 'SELECT @@innodb_buffer_pool_size'").strip())
+    assert pool >= 4 * 2**30  # Slurm's accounting guide: at least 4 GiB
+
+
+def test_job_mail_has_a_program(bed):
+    conf = st.on_controller(bed, "scontrol show config")
+    prog = re.search(r"^MailProg\s*=\s*(\S+)", conf, re.M).group(1)
+    assert prog == "/usr/bin/mail"
+    st.on_controller(bed, f"test -x {prog}")
+
+
+def _version(bed, host, exe: str) -> str:
+    return bed["testbed"].ssh(host, f"{exe} -V", timeout=30).stdout.strip()
+
+
+def _pin(bed) -> str:
+    import yaml
+    text = (bed["root"] / "stacks" / f"Pulumi.{st.STACK}.yaml").read_text()
+    return str(yaml.safe_load(text)["config"]["aiinfra:cluster"]["versions"]["slurm"])
 
 
 def test_every_node_idle_with_its_gpus(bed):
@@ -151,3 +212,78 @@ def test_no_secret_in_manifests_or_run_logs(bed):
                     assert secret not in text, f"a secret leaked into {path}"
     dbd = st.on_controller(bed, "stat -c %a /etc/slurm/slurmdbd.conf").strip()
     assert dbd == "600"
+
+
+# Prod's rendered Slurm files on the pinned slurmctld (24.11.5), changed only in paths and one port:
+# slurmctld runs on the bed's controller in a UTS and mount namespace of its own, named as prod's
+# primary controller, with prod's rendered hosts file as /etc/hosts (every prod name resolves) and
+# prod's controller and accounting addresses added to the controller's loopback, so that the bed's
+# slurmdbd answers at prod's AccountingStorageHost. The bed's slurmctld keeps port 6817; prod's
+# listens on PROD_PORT.
+PROD_PORT = 6917
+PROD_PATHS = ("StateSaveLocation", "SlurmctldPidFile", "SlurmctldLogFile")
+
+
+def test_prod_slurm_files_run_on_the_pinned_slurmctld(bed, tmp_path):
+    from aiinfra.pipeline import build_file
+    from aiinfra.render.host_vars import etc_hosts
+    from aiinfra.render.slurm import render_slurm
+    from conftest import ROOT
+
+    built = build_file(ROOT / "stacks" / "Pulumi.prod.yaml")
+    cluster = built.cluster
+    files = render_slurm(cluster, built.plan)
+    work = Path("/run/aiinfra-testbed/prod-slurmctld")
+    st.on_controller(bed, f"rm -rf {work} && mkdir -p {work}/etc {work}/state && chown slurm: {work}/state")
+    changed = {"StateSaveLocation": f"{work}/state", "SlurmctldPidFile": f"{work}/slurmctld.pid",
+               "SlurmctldLogFile": f"{work}/slurmctld.log"}
+    lines = []
+    for line in files["slurm/slurm.conf"].splitlines():
+        key = line.split("=", 1)[0]
+        lines.append(f"{key}={changed[key]}" if key in changed else line)
+    lines.append(f"SlurmctldPort={PROD_PORT}")
+    (tmp_path / "slurm.conf").write_text("\n".join(lines) + "\n")
+    for name in ("gres.conf", "topology.conf", "cgroup.conf"):
+        (tmp_path / name).write_text(files[f"slurm/{name}"])
+    (tmp_path / "hosts").write_text(etc_hosts(cluster))
+    for f in tmp_path.iterdir():
+        st.on_controller(bed, f"cp {f} {work}/etc/{f.name}")
+    spec = cluster.blueprint.slurm
+    primary = cluster.hosts_with_role("slurm_controller")[0]
+    dbd = cluster.hosts_with_role("slurmdbd")[0]
+    addresses = {cluster.hosts[h].management_address for h in (primary, dbd)}
+    ns = f"unshare --uts --mount sh -c 'mount --bind {work}/etc/hosts /etc/hosts && hostname {primary} && exec \"$0\" \"$@\"'"
+    try:
+        for a in addresses:
+            st.on_controller(bed, f"ip addr add {a}/32 dev lo")
+        st.on_controller(bed, f"sacctmgr -i add cluster {spec.cluster_name} >/dev/null || true")
+        st.on_controller(bed, f"setsid {ns} slurmctld -f {work}/etc/slurm.conf </dev/null >/dev/null 2>&1 &")
+        client = f"SLURM_CONF={work}/etc/slurm.conf {ns}"
+
+        def answers():
+            r = bed["testbed"].ssh(bed["controller"], f"{client} timeout 10 scontrol ping", timeout=30, check=False)
+            return "UP" in r.stdout
+        try:
+            wait_until("prod's slurmctld to answer", answers, 90, 1)
+        except TimeoutError:
+            log = bed["testbed"].ssh(bed["controller"], f"tail -n 40 {work}/slurmctld.log", check=False).stdout
+            raise AssertionError(log) from None
+
+        version = st.on_controller(bed, f"{client} scontrol show config | grep ^SLURM_VERSION")
+        assert version.split("=")[1].strip() == "24.11.5"
+        nodes = st.on_controller(bed, f"{client} scontrol show node -o", timeout=120).splitlines()
+        gpu_nodes = [h for g in cluster.groups_for_scheduler("slurm") if g.gpu is not None for h in g.hosts]
+        by_name = {re.search(r"NodeName=(\S+)", n).group(1): n for n in nodes}
+        assert sorted(by_name) == sorted(gpu_nodes) and len(gpu_nodes) == 480
+        assert all(re.search(r"\bGres=gpu:h100:8\b", by_name[n]) for n in gpu_nodes)
+        parts = st.on_controller(bed, f"{client} scontrol show partition -o").splitlines()
+        assert [re.search(r"PartitionName=(\S+)", p).group(1) for p in parts] == [p.name for p in spec.partitions]
+        topo = st.on_controller(bed, f"{client} scontrol show topology", timeout=60)
+        switches = dict(re.findall(r"SwitchName=(\S+) Level=(\d)", topo))
+        sus = sorted({cluster.hosts[h].su for h in gpu_nodes})
+        assert sum(1 for lvl in switches.values() if lvl == "0") == len(sus)  # one leaf switch per SU
+        assert any(lvl == "1" for lvl in switches.values())  # the spine above them
+    finally:
+        bed["testbed"].ssh(bed["controller"], f"pkill -f 'slurmctld -f {work}/etc/slurm.conf'", check=False)
+        for a in addresses:
+            bed["testbed"].ssh(bed["controller"], f"ip addr del {a}/32 dev lo", check=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 from aiinfra.checks import registry
@@ -112,6 +113,19 @@ def _inventory_variables(group: dict) -> set[str]:
     return names
 
 
+def _drained_k8s_node_inventory() -> str:
+    import yaml
+    from ClusterShell.NodeSet import NodeSet
+
+    from aiinfra.pipeline import build_data
+    from conftest import render
+
+    raw = yaml.safe_load((ROOT / "stacks" / "Pulumi.prod.yaml").read_text())["config"]["aiinfra:cluster"]
+    group = next(g for g in raw["node_groups"] if g.get("scheduler") == "kubernetes" and g["name"].startswith("gpu"))
+    raw["nodes"] = {**(raw.get("nodes") or {}), NodeSet(group["hosts"])[0]: {"state": "drain", "reason": "docs test"}}
+    return render(build_data(raw, "prod.yaml", "prod"))["ansible/inventory.json"]
+
+
 def test_host_roles_variables_are_the_rendered_ones(prod):
     import yaml
 
@@ -119,13 +133,15 @@ def test_host_roles_variables_are_the_rendered_ones(prod):
 
     doc = (ROOT / "docs" / "host-roles.md").read_text()
     artifacts = render(prod)
-    rendered = {p for p in artifacts if p.startswith(("ansible/group_vars/", "hosts/")) or p == "ansible/inventory.yml"}
+    rendered = {p for p in artifacts if p.startswith(("ansible/group_vars/", "hosts/")) or p == "ansible/inventory.json"}
     rows = {_ticked(row[0])[0].removeprefix("manifests/<env>/"): row[1] for row in _table(doc, "## Where values come from")}
     assert set(rows) == rendered
     for path, cell in rows.items():
         documented = [n for n in _ticked(cell) if n.startswith("aiinfra_")]
-        if path == "ansible/inventory.yml":
-            names = _inventory_variables(yaml.safe_load(artifacts[path])["all"]) - {"ansible_host"}
+        if path == "ansible/inventory.json":
+            names = _inventory_variables(json.loads(artifacts[path])["all"]) - {"ansible_host"}
+            # what only a node out of service renders: prod with a Kubernetes node drained
+            names |= _inventory_variables(json.loads(_drained_k8s_node_inventory())["all"]) - {"ansible_host"}
         elif path.endswith(".yml"):
             names = set(yaml.safe_load(artifacts[path]) or {})
         else:

@@ -92,4 +92,19 @@ def test_the_pod_half_only_matters_with_kubernetes():
 def test_releases_are_accepted(key, release):
     bp = blueprint("dev")
     bp["versions"][key] = release
+    if key == "slurm" and release == "24.05":  # a series: packages from a site repository, not a source build
+        bp["slurm"]["install"] = {"method": "packages"}
+    if key == "kubernetes" and release.startswith("1.30"):  # kubeadm 1.30 pulls pause:3.9 (PauseVersion)
+        bp["versions"]["images"]["pause"] = "registry.k8s.io/pause:3.9"
+    build_data(bp, "dev.yaml", "dev")
+
+
+def test_a_source_build_of_an_unlisted_slurm_release_needs_its_tarball():
+    bp = blueprint("dev")
+    bp["versions"]["slurm"] = "24.11.4"
+    with pytest.raises(BlueprintError) as refused:
+        build_data(bp, "dev.yaml", "dev")
+    assert [p.key_path for p in refused.value.problems if p.id == "slurm-source-unknown"] == ["aiinfra:cluster.slurm.install"]
+    bp["slurm"]["install"] = {"source_url": "https://mirror.site.local/slurm/slurm-24.11.4.tar.bz2",
+                              "source_sha256": "0" * 64}
     build_data(bp, "dev.yaml", "dev")

@@ -6,7 +6,9 @@ One place, so the platform (device plugins, node labels), training and serving a
   advertises ``rdma/<resourceName>``; its default ``rdmaSharedDevicePlugin`` config names the
   first pool ``rdma_shared_device_a``. A pod that runs NCCL over InfiniBand requests one.
 - ``LUSTRE_PVC``: the PersistentVolumeClaim, in every workload namespace, bound to the static
-  PersistentVolume of the blueprint's Lustre file system (models, checkpoints, engines).
+  PersistentVolume of the blueprint's Lustre file system (models, checkpoints, engines);
+  ``PARALLEL_FS_PVC`` names that claim (and the pods' volume) for each parallel file system
+  (``storage.parallel_fs``: lustre or gpfs).
 - Node labels derived from the fabric model (``aiinfra.spec.fabric``): the scalable unit (SU)
   of a GPU node (value ``su_name(su)``, e.g. ``su16``) and its node group.
 - The node state taint and reason annotation (a drained node), and the node health check's
@@ -20,7 +22,8 @@ GPU_RESOURCE = "nvidia.com/gpu"
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
 GPU_TOLERATION = {"key": GPU_TAINT["key"], "operator": "Exists", "effect": GPU_TAINT["effect"]}
 RDMA_SHARED_DEVICE_RESOURCE = "rdma/rdma_shared_device_a"
-LUSTRE_PVC = "lustre"
+PARALLEL_FS_PVC = {"lustre": "lustre", "gpfs": "gpfs"}
+LUSTRE_PVC = PARALLEL_FS_PVC["lustre"]
 
 LABEL_PREFIX = "aiinfra.io"
 SU_LABEL = f"{LABEL_PREFIX}/su"

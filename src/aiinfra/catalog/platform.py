@@ -41,6 +41,9 @@ COMPONENTS: tuple[ComponentSpec, ...] = (
                   ("namespaces",), "NVIDIA Network Operator: RDMA device plugin, Multus, IPoIB/host-device networks"),
     ComponentSpec("lustre", "aiinfra:k8s:LustreStorage", "default", None, ("namespaces",),
                   "Lustre PersistentVolumes and claims in every workload namespace"),
+    # the same for GPFS (storage.parallel_fs: gpfs); only the chosen file system's component renders
+    ComponentSpec("gpfs", "aiinfra:k8s:GpfsStorage", "default", None, ("namespaces",),
+                  "GPFS PersistentVolumes and claims in every workload namespace"),
     ComponentSpec("lws", "aiinfra:k8s:LeaderWorkerSet", "lws-system", "lws", ("namespaces",),
                   "LeaderWorkerSet controller (multi-node serving)"),
     ComponentSpec("kueue", "aiinfra:k8s:Kueue", "kueue-system", "kueue", ("namespaces", "monitoring", "lws"),
@@ -52,6 +55,17 @@ COMPONENTS: tuple[ComponentSpec, ...] = (
     ComponentSpec("node-health", "aiinfra:k8s:NodeHealth", NODE_HEALTH_NAMESPACE, None, ("namespaces",),
                   "the node health check on GPU nodes: node condition, drain taint and reason, as Slurm's"),
 )
+
+
+#: the storage component of each parallel file system (storage.parallel_fs): a cluster installs only its own
+PARALLEL_FS_COMPONENT = {"lustre": "lustre", "gpfs": "gpfs"}
+
+
+def components(parallel_fs: str = "lustre") -> tuple[ComponentSpec, ...]:
+    """COMPONENTS of a cluster whose parallel file system is ``parallel_fs``: the other file system's
+    storage component left out."""
+    other = {name for fs, name in PARALLEL_FS_COMPONENT.items() if fs != parallel_fs}
+    return tuple(c for c in COMPONENTS if c.name not in other)
 
 
 def component_spec(name: str) -> ComponentSpec:

@@ -113,6 +113,7 @@ class Incompatibility:
     rule: str  # stable id
     message: str
     fields: tuple[str, ...]  # version keys involved (for key paths); the first one is reported
+    hint: str = "pin compatible versions"  # the fix `aiinfra validate` prints
 
 
 def check_driver_for_cuda(driver: str, cuda: str) -> Incompatibility | None:
@@ -216,6 +217,12 @@ VERSION_FORMATS: dict[str, tuple[str, str]] = {
     "nccl": (r"2\.\d{1,2}\.\d{1,2}(-\d+)?", "2.26.2"),
     "doca_ofed": (r"\d\.\d{1,2}\.\d{1,2}(-\d+)?", "2.10.0"),
     "lustre_client": (r"2\.\d{1,2}\.\d{1,2}", "2.15.6"),
+    "container_toolkit": (r"1\.\d{1,2}\.\d{1,2}", "1.17.5"),
+    "enroot": (r"\d\.\d{1,2}\.\d{1,2}", "3.5.0"),
+    "pyxis": (r"0\.\d{1,2}\.\d{1,2}", "0.20.0"),
+    "dcgm": (r"\d\.\d{1,2}\.\d{1,2}", "4.2.3"),
+    "nccl_tests": (r"2\.\d{1,2}\.\d{1,2}", "2.14.1"),
+    "megatron_lm": (r"core_v\d+\.\d+\.\d+", "core_v0.12.0"),
     "kernel": (r"\d\.\d{1,2}\.\d{1,3}-(\d{1,4}-(" + "|".join(UBUNTU_KERNEL_FLAVOURS) + r")"
                r"|[\d.]+\.el\d+(_\d+)?(\.x86_64|\.aarch64)?)", "5.15.0-134-generic"),
 }
@@ -271,4 +278,125 @@ def check_versions(versions: dict[str, str | None]) -> list[Incompatibility]:
             found.append(hit)
     if os_name and kernel and lustre and _parses(kernel, lustre, doca):
         found.extend(check_lustre_client(lustre, os_name, kernel, doca))
+    found.extend(check_host_versions(versions))
+    return found
+
+
+# ---------------------------------------------------------------- Slurm release sources
+
+
+@dataclass(frozen=True)
+class SourceTarball:
+    url: str
+    sha256: str
+    provenance: str  # where the checksum was read
+
+
+# Slurm releases the slurm role can build (slurm.install.method: source) without the blueprint
+# naming a tarball. The tarball is SchedMD's tagged release as Debian carries it (the .orig.tar.gz
+# of the slurm-wlm source package: the tag archive slurm-slurm-24-11-5-1/); its SHA-256 is the one
+# in Debian's signed Sources index, which apt verified when it was fetched. A site mirrors the file
+# and sets slurm.install.source_url (the checksum stays).
+SLURM_SOURCES: dict[str, SourceTarball] = {
+    "24.11.5": SourceTarball(
+        url="http://deb.debian.org/debian/pool/main/s/slurm-wlm/slurm-wlm_24.11.5.orig.tar.gz",
+        sha256="e1a5547edd212c38b5e3230a284133f777b32746551f094aaa81cc4af375e332",
+        provenance="Debian trixie main Sources, slurm-wlm 24.11.5-4+deb13u1, Checksums-Sha256",
+    ),
+}
+
+
+# ---------------------------------------------------------------- what jobs run (git releases)
+
+
+@dataclass(frozen=True)
+class GitRelease:
+    """A release the host roles check out from the site's git mirror: the tag, and the commit it must
+    resolve to (git's object id is the checksum: a moved or rewritten tag is refused)."""
+
+    repository: str  # upstream git URL; the site's copy is <mirror.git>/<host>/<path> (aiinfra.plan.mirror)
+    tag: str
+    commit: str
+    provenance: str  # where the commit was read
+
+
+# nccl-tests releases the nccl_tests role builds (with MPI=1, against versions.cuda and versions.nccl).
+# The commit of each tag as the upstream repository has it (git rev-parse <tag>^{commit}).
+NCCL_TESTS_RELEASES: dict[str, GitRelease] = {
+    "2.14.1": GitRelease("https://github.com/NVIDIA/nccl-tests.git", "v2.14.1",
+                         "b4300cc79d05dd35e26f13afcdb4938f29aa31a5", "github.com/NVIDIA/nccl-tests tag v2.14.1"),
+}
+
+# Megatron-LM releases the megatron_lm role checks out: only those whose argument names the plan's
+# Megatron arguments were checked against (aiinfra.plan.jobs.megatron_args: core_v0.12.0's
+# megatron/training/arguments.py). The tag is annotated: its commit is the one it points at.
+MEGATRON_LM_RELEASES: dict[str, GitRelease] = {
+    "core_v0.12.0": GitRelease("https://github.com/NVIDIA/Megatron-LM.git", "core_v0.12.0",
+                               "d580efc68a9f0dbf1945f834f6f6200cd01d3343",
+                               "github.com/NVIDIA/Megatron-LM tag core_v0.12.0 (annotated), its commit"),
+}
+
+# The pause (pod sandbox) image kubeadm of each Kubernetes minor pulls: kubeadm's PauseVersion
+# (cmd/kubeadm/app/constants/constants.go of each release branch). containerd's sandbox image must be
+# the same one, or each node keeps two and kubeadm's preflight warns.
+KUBEADM_PAUSE_VERSION: dict[str, str] = {
+    "1.28": "3.9",
+    "1.29": "3.9",
+    "1.30": "3.9",
+    "1.31": "3.10",
+    "1.32": "3.10",
+    "1.33": "3.10",
+}
+
+
+def check_git_release(key: str, version: str, table: dict[str, GitRelease]) -> Incompatibility | None:
+    if version in table:
+        return None
+    what = key.replace("_", "-")
+    return Incompatibility(f"unknown-{what}-version",
+                           f"{what} {version} is not in the release table (known: {', '.join(table)})", (key,),
+                           f"pin one of {', '.join(table)}, or add the release with the commit its tag points at to "
+                           f"aiinfra.catalog.versions.{key.upper()}_RELEASES")
+
+
+def check_dcgm_exporter(dcgm: str, exporter: str) -> Incompatibility | None:
+    """dcgm-exporter releases are <DCGM version>-<exporter version> and run against that DCGM."""
+    built_for = exporter.split("-", 1)[0]
+    if built_for == dcgm:
+        return None
+    return Incompatibility("dcgm-exporter-mismatch",
+                           f"dcgm-exporter {exporter} is built for DCGM {built_for}, but versions.dcgm is {dcgm}",
+                           ("dcgm",), f"pin a dcgm-exporter release built for DCGM {dcgm} ({dcgm}-<exporter version>), "
+                           "or the DCGM it is built for")
+
+
+def check_pause_image(image: str, kubernetes: str) -> Incompatibility | None:
+    minor = _series(kubernetes)
+    want = KUBEADM_PAUSE_VERSION.get(minor)
+    tag = image.rpartition(":")[2] if ":" in image.rsplit("/", 1)[-1] else ""
+    if want is None or tag == want or "@" in image:  # a digest names no release to compare
+        return None
+    return Incompatibility("pause-not-kubeadms",
+                           f"the pause image {image} is not the one kubeadm {minor} pulls (pause:{want})",
+                           ("images",), f"pin images.pause: registry.k8s.io/pause:{want}")
+
+
+def check_host_versions(versions: dict) -> list[Incompatibility]:
+    """The rules of the host software beside the driver stack: release tables and the pairs that must agree."""
+    found = []
+    for key, table in (("nccl_tests", NCCL_TESTS_RELEASES), ("megatron_lm", MEGATRON_LM_RELEASES)):
+        if versions.get(key):
+            hit = check_git_release(key, versions[key], table)
+            if hit:
+                found.append(hit)
+    exporter = (versions.get("exporters") or {}).get("dcgm-exporter")
+    if versions.get("dcgm") and exporter:
+        hit = check_dcgm_exporter(versions["dcgm"], exporter)
+        if hit:
+            found.append(hit)
+    pause = (versions.get("images") or {}).get("pause")
+    if pause and versions.get("kubernetes") and _parses(versions["kubernetes"]):
+        hit = check_pause_image(pause, versions["kubernetes"])
+        if hit:
+            found.append(hit)
     return found

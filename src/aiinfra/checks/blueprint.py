@@ -14,7 +14,8 @@ from aiinfra.catalog.gpus import GPU_ALIASES, GPUS
 from aiinfra.catalog.links import LINK_RATES, link_rate
 from aiinfra.catalog.monitoring import check_exporters
 from aiinfra.catalog.names import suggest
-from aiinfra.catalog.versions import VERSION_FORMATS, check_format, check_versions
+from aiinfra.catalog.versions import SLURM_SOURCES, VERSION_FORMATS, check_format, check_versions
+from aiinfra.checks.fabric import levels_fit
 from aiinfra.checks.registry import BlueprintView, error, validator, warning
 from aiinfra.errors import Problem
 from aiinfra.spec import addressing
@@ -252,11 +253,7 @@ def fabric_fits(v: BlueprintView) -> Iterator[Problem]:
                       f"{len(partial)} SU(s) hold fewer than {fab.su_nodes} nodes: "
                       + ", ".join(f"SU {su} ({members[su]})" for su in partial[:8]) + ("..." if len(partial) > 8 else ""),
                       "add nodes to fill the SU or accept a partial one (spares and repairs leave gaps)")
-    su_count = len(members)
-    if su_count > radix:
-        yield error(("fabric", "su_nodes"), "fabric-too-large",
-                    f"{su_count} SUs exceed the {radix} leaves one two-level spine group can connect",
-                    "use larger SUs or a three-level fabric (not modelled)")
+    yield from levels_fit(fab, radix, max(rails_per_type, default=0), members)
     # a scheduler boundary inside an SU shares leaf switches between Slurm and Kubernetes
     owner = {h: i for i, g in enumerate(bp.node_groups) for h in v.hosts[g.name]}
     first_group: dict[int, int] = {}
@@ -292,6 +289,14 @@ def scheduler_sections(v: BlueprintView) -> Iterator[Problem]:
     if uses_slurm and not bp.versions.slurm:
         yield error(("versions", "slurm"), "missing-version", "Slurm is used but versions.slurm is not pinned",
                     "pin it, e.g. versions.slurm: 24.11.5")
+    if uses_slurm and bp.slurm and bp.versions.slurm and bp.slurm.install.method == "source":
+        inst = bp.slurm.install
+        if bp.versions.slurm not in SLURM_SOURCES and not (inst.source_url and inst.source_sha256):
+            yield error(("slurm", "install"), "slurm-source-unknown",
+                        f"the slurm role builds Slurm {bp.versions.slurm} from source, but the catalog lists no "
+                        f"release tarball for it (known: {', '.join(sorted(SLURM_SOURCES))})",
+                        "set slurm.install.source_url and source_sha256 to the tarball on the site mirror, "
+                        "or use install.method: packages with a site repository")
     if uses_k8s and "k8s_control_plane" not in roles:
         yield error(("node_groups",), "missing-role", "node groups use scheduler 'kubernetes' but no group has "
                     "role k8s_control_plane", "add roles: [k8s_control_plane] to a group")
@@ -395,7 +400,7 @@ def versions_compatible(v: BlueprintView) -> Iterator[Problem]:
                         f"pin the exact release, e.g. {key}: {VERSION_FORMATS[key][1]}")
     exporters = versions.get("exporters")
     for hit in check_versions(versions) + (check_exporters(exporters) if isinstance(exporters, dict) else []):
-        yield error(("versions", hit.fields[0]), hit.rule, hit.message, "pin compatible versions")
+        yield error(("versions", hit.fields[0]), hit.rule, hit.message, hit.hint)
     for key in ("slurm", "kubernetes"):
         text = versions.get(key)
         if text is not None and not RELEASE.fullmatch(text.strip()):

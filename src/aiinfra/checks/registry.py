@@ -77,7 +77,7 @@ KNOWN_WARNINGS = {
     "plan-serving-capacity", "plan-power-budget", "plan-spares-short", "train-checkpoint-outside-lustre",
     "train-no-spare", "train-waits-for-nodes",
     "secret-in-url", "secret-token", "secret-key-material", "serving-egress-anywhere", "serving-no-auth",
-    "gitops-repo-placeholder", "serving-speculation-no-gain",
+    "gitops-repo-placeholder", "serving-speculation-no-gain", "storage-parallel-fs-unused",
 }
 
 
@@ -99,7 +99,8 @@ def apply_silence(bp_silence: list[str], problems: list[Problem]) -> list[Proble
 ERROR_IDS = {
     "duplicate-name", "undefined-node-type", "unknown-gpu-model", "unknown-link-rate", "host-two-schedulers",
     "duplicate-host", "undefined-host", "address-overlap", "cidr-too-small", "cidr-overlap", "missing-fabric",
-    "rails-mismatch", "fabric-too-large", "missing-section", "missing-role", "missing-version",
+    "rails-mismatch", "fabric-too-large", "fabric-spine-group-too-large", "fabric-needs-three-levels",
+    "missing-section", "missing-role", "missing-version",
     "undefined-node-group", "wrong-scheduler", "several-defaults", "undefined-qos", "no-gpus", "too-many-nodes",
     "conflicting-keys", "missing-key", "undefined-image", "driver-too-old-for-cuda", "unknown-cuda-version",
     "nccl-too-old", "bad-version", "kernel-not-for-os", "unknown-doca-version", "doca-unsupported-os",
@@ -116,5 +117,11 @@ ERROR_IDS = {
     "yaml-tag", "yaml-alias", "yaml-too-deep", "number-out-of-range",
     "gpu-count-exceeds-baseboard", "rails-gpu-mismatch", "storage-hca-is-a-rail",
     "bad-address", "address-taken", "bad-nid", "address-outside-network",
-    "su-map-incomplete", "su-over-capacity", "bad-cabling",
+    "slurm-accounts-without-slurmdbd", "slurm-account-reserved", "slurm-account-undefined-parent",
+    "slurm-account-cycle", "slurm-account-undefined-qos", "slurm-default-qos-not-granted",
+    "slurm-user-in-no-account", "slurm-user-undefined-account", "slurm-user-not-member",
+    "slurm-user-ambiguous-default",
+    "unknown-nccl-tests-version", "unknown-megatron-lm-version", "dcgm-exporter-mismatch", "pause-not-kubeadms",
+    "su-map-incomplete", "su-over-capacity", "bad-cabling", "slurm-source-unknown",
+    "storage-client-role-mismatch", "k8s-gpfs-volumes-static",
 }

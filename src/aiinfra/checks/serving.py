@@ -58,7 +58,7 @@ def check_serving(cluster: Cluster, plan: ClusterPlan) -> list[Problem]:
         problems += _check_layout(s)
         problems += _check_weights(cluster, s)
         problems += _check_checkpoint_quantization(s)
-        problems += _check_calibration(s)
+        problems += _check_calibration(s, cluster.blueprint.storage.parallel_title)
         problems += _check_autoscaling(s)
         problems += _check_exposure(s)
         problems += _check_speculation(s)
@@ -175,17 +175,18 @@ def _check_layout(s: ResolvedDeployment) -> list[Problem]:
 
 def _check_weights(cluster: Cluster, s: ResolvedDeployment) -> list[Problem]:
     d = s.dep
-    lustre = cluster.blueprint.storage.lustre
+    storage = cluster.blueprint.storage  # the chosen parallel file system: Lustre or GPFS
+    fs, title = storage.parallel_fs, storage.parallel_title
     out = []
-    if lustre is None:
+    if storage.parallel is None:
         return [_err(s, ("weights_path",), "serving-weights",
-                     "serving reads checkpoints from Lustre but storage.lustre is not declared",
-                     "declare storage.lustre")]
+                     f"serving reads checkpoints from {title} but storage.{fs} is not declared",
+                     f"declare storage.{fs}")]
     for key, path in ((("weights_path",), s.lustre_weights),
                       (("speculative", "weights_path"), s.draft_lustre_weights)):
         if path is not None and not (path + "/").startswith(s.lustre_mount + "/"):
             out.append(_err(s, key, "serving-weights",
-                            f"{path} is not below the Lustre mount point {s.lustre_mount}",
+                            f"{path} is not below the {title} mount point {s.lustre_mount}",
                             f"give a path below {s.lustre_mount}"))
     if d.weights_source == "local-nvme":
         if d.weights_manifest_sha256 is None:
@@ -233,8 +234,9 @@ def _check_checkpoint_quantization(s: ResolvedDeployment) -> list[Problem]:
     return []
 
 
-def _check_calibration(s: ResolvedDeployment) -> list[Problem]:
-    """TensorRT-LLM's engine build calibrates offline: it needs calibration data on Lustre."""
+def _check_calibration(s: ResolvedDeployment, title: str) -> list[Problem]:
+    """TensorRT-LLM's engine build calibrates offline: it needs calibration data on the parallel file
+    system (``title``: Lustre or GPFS)."""
     d = s.dep
     if not s.calibrates:
         return []
@@ -247,7 +249,7 @@ def _check_calibration(s: ResolvedDeployment) -> list[Problem]:
                      "calibration_dataset to its directory")]
     if not (d.calibration_dataset + "/").startswith(s.lustre_mount + "/"):
         return [_err(s, ("calibration_dataset",), "serving-calibration",
-                     f"{d.calibration_dataset} is not below the Lustre mount point {s.lustre_mount}, the only "
+                     f"{d.calibration_dataset} is not below the {title} mount point {s.lustre_mount}, the only "
                      "file system the build Job mounts", f"give a directory below {s.lustre_mount}")]
     return []
 

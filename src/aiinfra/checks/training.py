@@ -49,28 +49,29 @@ def _problems(cluster: Cluster, plan: ClusterPlan, i: int, job: TrainingJob) -> 
         yield Problem(path + ("image",), "train-image-missing",
                       f"no image to run the {job.framework} job: versions.images has no '{key}'",
                       hint=f"pin versions.images.{key} or set image: to a pinned key")
-    lustre = lustre_mount(cluster)
+    lustre = lustre_mount(cluster)  # the chosen parallel file system's mount (Lustre or GPFS)
+    fs, title = bp.storage.parallel_fs, bp.storage.parallel_title
     if lustre is None:
         unset = [k for k in ("checkpoint_dir", "data_path", "tokenizer") if getattr(job, k) is None]
         if job.framework == "deepspeed" and job.entrypoint is None:
             unset.append("entrypoint")
         for k in unset:
             yield Problem(path + (k,), "train-path-unset",
-                          f"{k} is not set and there is no storage.lustre to derive it from",
-                          hint=f"set {k} or declare storage.lustre")
+                          f"{k} is not set and there is no storage.{fs} to derive it from",
+                          hint=f"set {k} or declare storage.{fs}")
     found = next(((p, r) for p, r in plan.training if p.request.name == job.name), None)
     if found is not None and job.checkpoint_interval_steps == "auto" and found[1] is None:
         yield Problem(path + ("checkpoint_interval_steps",), "train-checkpoint-interval",
-                      "the planner needs storage.lustre.bandwidth for the Young/Daly checkpoint interval",
-                      hint="declare storage.lustre or set checkpoint_interval_steps")
+                      f"the planner needs storage.{fs}.bandwidth for the Young/Daly checkpoint interval",
+                      hint=f"declare storage.{fs} or set checkpoint_interval_steps")
     if job.checkpoint_dir and lustre and not under(job.checkpoint_dir, lustre):
         if group.scheduler == "kubernetes":
             yield Problem(path + ("checkpoint_dir",), "train-checkpoint-not-mounted",
-                          f"{job.checkpoint_dir} is outside the Lustre mount {lustre}, the only file system "
+                          f"{job.checkpoint_dir} is outside the {title} mount {lustre}, the only file system "
                           "the pods mount: checkpoints would die with the pod", hint=f"put it under {lustre}/")
         else:
             yield Problem(path + ("checkpoint_dir",), "train-checkpoint-outside-lustre",
-                          f"{job.checkpoint_dir} is outside the Lustre mount {lustre}: every node must see the "
+                          f"{job.checkpoint_dir} is outside the {title} mount {lustre}: every node must see the "
                           "checkpoints to resume", Level.WARNING, hint=f"put it under {lustre}/")
     if group.scheduler == "slurm" and partition_of(cluster, group.name)[0] is None:
         yield Problem(path + ("node_group",), "train-no-partition",

@@ -132,6 +132,10 @@ class LustreStorage(PlatformComponent):
     TYPE = "aiinfra:k8s:LustreStorage"
 
 
+class GpfsStorage(PlatformComponent):
+    TYPE = "aiinfra:k8s:GpfsStorage"
+
+
 class LeaderWorkerSet(PlatformComponent):
     TYPE = "aiinfra:k8s:LeaderWorkerSet"
 
@@ -157,7 +161,7 @@ class TrainingOperator(PlatformComponent):
 
 
 CLASSES: dict[str, type[PlatformComponent]] = {
-    cls.TYPE: cls for cls in (Namespaces, Monitoring, GpuOperator, NetworkOperator, LustreStorage,
+    cls.TYPE: cls for cls in (Namespaces, Monitoring, GpuOperator, NetworkOperator, LustreStorage, GpfsStorage,
                               LeaderWorkerSet, Kueue, Keda, NodeHealth, ArgoCd, TrainingOperator)
 }
 

@@ -17,16 +17,20 @@ from typing import Any
 
 import pulumi
 
+from aiinfra.catalog.platform import PARALLEL_FS_COMPONENT
 from aiinfra.plan.cluster import ClusterPlan
 from aiinfra.render.serving import objects as serving_objects
 from aiinfra.spec.cluster import Cluster
 
 TYPE_TOKEN = "aiinfra:serving:VllmDeployment"
+STORAGE_NEED = "storage"  # stands for the storage component of the cluster's parallel file system
 
 #: platform component name -> the object kinds that need it
 PLATFORM_NEEDS: dict[str, tuple[str, ...]] = {
     "namespaces": ("*",),  # every object lives in the serving namespace
-    "lustre": ("Deployment", "LeaderWorkerSet", "Job"),  # the Lustre claim the pods mount
+    # the parallel file system's claim the pods mount: the storage component of storage.parallel_fs
+    # (PARALLEL_FS_COMPONENT: lustre or gpfs), named when the cluster is known
+    STORAGE_NEED: ("Deployment", "LeaderWorkerSet", "Job"),
     "gpu-operator": ("Deployment", "LeaderWorkerSet", "Job"),
     "network-operator": ("LeaderWorkerSet",),
     "lws": ("LeaderWorkerSet",),
@@ -78,11 +82,13 @@ def _service_url(args: VllmDeploymentArgs) -> str:
     return ""
 
 
-def platform_dependencies(objects: list[dict[str, Any]],
-                          platform: Mapping[str, pulumi.Resource]) -> tuple[list[str], list[str]]:
-    """(platform names to wait for that exist, names needed but absent from ``platform``)."""
+def platform_dependencies(objects: list[dict[str, Any]], platform: Mapping[str, pulumi.Resource],
+                          parallel_fs: str = "lustre") -> tuple[list[str], list[str]]:
+    """(platform names to wait for that exist, names needed but absent from ``platform``); the
+    storage component is the one of ``parallel_fs`` (storage.parallel_fs)."""
     kinds = {o["kind"] for o in objects} | ({"*"} if objects else set())
-    needed = [n for n, need in PLATFORM_NEEDS.items() if kinds & set(need)]
+    names = {STORAGE_NEED: PARALLEL_FS_COMPONENT[parallel_fs]}
+    needed = [names.get(n, n) for n, need in PLATFORM_NEEDS.items() if kinds & set(need)]
     return [n for n in needed if n in platform], [n for n in needed if n not in platform]
 
 
@@ -93,7 +99,7 @@ def serving_components(cluster: Cluster, plan: ClusterPlan, platform: Mapping[st
     engines = {s.name: s.dep.engine for s in plan.deployments}
     out = []
     for name, objects in sorted(serving_objects(cluster, plan).items()):
-        present, absent = platform_dependencies(objects, platform)
+        present, absent = platform_dependencies(objects, platform, cluster.blueprint.storage.parallel_fs)
         if absent:
             pulumi.log.warn(f"serving '{name}': no platform component {absent} to wait for; its objects may be "
                             "applied before their CRDs or device plugins exist")

@@ -20,8 +20,10 @@ from aiinfra.catalog.charts import (
     network_operator_image_tag,
 )
 from aiinfra.catalog.platform import COMPONENTS
+from aiinfra.catalog.versions import MEGATRON_LM_RELEASES, NCCL_TESTS_RELEASES
 from aiinfra.plan.cluster import ClusterPlan
 from aiinfra.plan.mirror import canonical_image, mirror_chart, mirror_image
+from aiinfra.plan.software import job_software
 from aiinfra.spec.cluster import Cluster
 
 
@@ -106,9 +108,9 @@ def _packages(cluster: Cluster) -> list[Artifact]:
         ("nvidia_driver", f"nvidia-driver-{branch}-open", v.nvidia_driver, cuda_repo),
         ("nvidia_driver", f"nvidia-fabricmanager-{branch}", v.nvidia_driver, cuda_repo),
         ("nvidia_driver", f"libnvidia-nscq-{branch}", v.nvidia_driver, cuda_repo),
-        ("dcgm", "datacenter-gpu-manager-4-cuda" + v.cuda.split(".")[0], "", f"{cuda_repo} (dcgm_version)"),
-        ("container_runtime", "nvidia-container-toolkit", "",
-         "NVIDIA container toolkit repository (container_runtime_toolkit_version)"),
+        ("dcgm", "datacenter-gpu-manager-4-cuda" + v.cuda.split(".")[0], v.dcgm or "", cuda_repo),
+        ("container_runtime", "nvidia-container-toolkit", v.container_toolkit or "",
+         "NVIDIA container toolkit repository (container_runtime_toolkit_repo)"),
         ("infiniband", "doca-ofed", v.doca_ofed,
          f"https://linux.mellanox.com/public/repo/doca/{v.doca_ofed}/{distro}/x86_64"),
         ("infiniband", "opensm", "", "DOCA repository (subnet managers only)"),
@@ -118,6 +120,10 @@ def _packages(cluster: Cluster) -> list[Artifact]:
         lustre = f"https://downloads.whamcloud.com/public/lustre/lustre-{v.lustre_client}/client/{distro}"
         rows += [("lustre_client", f"lustre-client-modules-{v.kernel}", v.lustre_client, lustre),
                  ("lustre_client", "lustre-client-utils", v.lustre_client, lustre)]
+    if v.gpfs and "gpfs_client" in roles:  # names as roles/gpfs_client/vars/Debian.yml installs them
+        scale = f"the site's IBM Storage Scale {v.gpfs} repository (gpfs_client_repo_url)"
+        rows += [("gpfs_client", pkg, v.gpfs, scale)
+                 for pkg in ("gpfs.base", "gpfs.gpl", "gpfs.gskit", "gpfs.msg.en-us", "gpfs.docs")]
     if "nvmeof_client" in roles:
         rows.append(("nvmeof", "nvme-cli", "", ubuntu))
     if cluster.blueprint.slurm is not None:
@@ -125,6 +131,12 @@ def _packages(cluster: Cluster) -> list[Artifact]:
         slurm_repo = f"the apt source of Slurm {v.slurm} (the slurm role pins no repository)"
         rows += [("slurm", p, v.slurm or "", slurm_repo) for p in ("slurm-client", "slurmctld", "slurmd", "slurmdbd")]
         rows += [("slurm", p, "", ubuntu) for p in ("libpmix-dev", "mariadb-server")]
+    if job_software(cluster).nccl_tests is not None:  # the nccl_tests role's build on the Slurm GPU nodes
+        cuda = v.cuda.replace(".", "-")
+        rows += [("nccl_tests", p, "", ubuntu) for p in ("make", "g++", "libopenmpi-dev")]
+        rows += [("nccl_tests", f"cuda-nvcc-{cuda}", "", cuda_repo), ("nccl_tests", f"cuda-cudart-dev-{cuda}", "", cuda_repo),
+                 ("nccl_tests", "libnccl2", f"{v.nccl}-1+cuda{v.cuda}", cuda_repo),
+                 ("nccl_tests", "libnccl-dev", f"{v.nccl}-1+cuda{v.cuda}", cuda_repo)]
     if cluster.groups_for_scheduler("kubernetes") and v.kubernetes:
         minor = ".".join(v.kubernetes.split(".")[:2])
         k8s_repo = f"https://pkgs.k8s.io/core:/stable:/v{minor}/deb/"
@@ -132,6 +144,19 @@ def _packages(cluster: Cluster) -> list[Artifact]:
         rows.append(("containerd", "containerd", (cluster.blueprint.kubernetes.containerd or "")
                      if cluster.blueprint.kubernetes else "", ubuntu))
     return [Artifact("package", name, version, repo, repo, f"role {role}") for role, name, version, repo in rows]
+
+
+def _git_sources(cluster: Cluster) -> list[Artifact]:
+    """The releases the nccl_tests and megatron_lm roles check out (aiinfra.plan.software)."""
+    software = job_software(cluster)
+    out = []
+    for key, checkout, table in (("nccl_tests", software.nccl_tests, NCCL_TESTS_RELEASES),
+                                 ("megatron_lm", software.megatron_lm, MEGATRON_LM_RELEASES)):
+        if checkout is not None:
+            upstream = table[checkout.version].repository
+            out.append(Artifact("git", upstream, checkout.tag, upstream, checkout.repository,
+                                f"versions.{key} (role {key}, commit {checkout.commit})"))
+    return out
 
 
 def _models(cluster: Cluster, plan: ClusterPlan) -> list[Artifact]:
@@ -152,7 +177,7 @@ def _models(cluster: Cluster, plan: ClusterPlan) -> list[Artifact]:
 
 def stack_artifacts(cluster: Cluster, plan: ClusterPlan) -> list[Artifact]:
     """Every artifact of the stack, by kind then name (deterministic)."""
-    found = _images(cluster) + _charts(cluster) + _packages(cluster) + _models(cluster, plan)
+    found = _images(cluster) + _charts(cluster) + _git_sources(cluster) + _packages(cluster) + _models(cluster, plan)
     order = {"image": 0, "chart": 1, "git": 2, "package": 3, "model": 4}
     return sorted(set(found), key=lambda a: (order[a.kind], a.name, a.version, a.used_by))
 

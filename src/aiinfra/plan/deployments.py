@@ -58,7 +58,7 @@ class ResolvedDeployment:
     lustre_weights: str  # checkpoint directory on Lustre
     draft_lustre_weights: str | None
     draft_dir: str | None
-    lustre_mount: str
+    lustre_mount: str  # mount point of the parallel file system (storage.parallel_fs: Lustre or GPFS)
     checkpoint_bytes: float
     replicas: int
     min_replicas: int
@@ -66,6 +66,8 @@ class ResolvedDeployment:
     fabric: FabricSummary | None = None
     #: NCCL/UCX environment of a multi-node replica's pods (the same function as training's); {} otherwise
     nccl: dict[str, str] = field(default_factory=dict)
+    #: storage.parallel_fs (lustre or gpfs): names the pods' volume and claim of that file system
+    parallel_fs: str = "lustre"
 
     @property
     def name(self) -> str:
@@ -158,8 +160,8 @@ def resolve_deployments(cluster: Cluster, serving: tuple[ServingPlan, ...]) -> t
     """Every planned deployment with its pods, paths and engine arguments resolved (once, in the plan)."""
     bp = cluster.blueprint
     plans = {p.request.name: p for p in serving}
-    lustre = bp.storage.lustre
-    mount = lustre.mountpoint.rstrip("/") if lustre else "/lustre"
+    fs = bp.storage.parallel  # the chosen parallel file system (Lustre or GPFS)
+    mount = fs.mountpoint.rstrip("/") if fs else "/lustre"
     out: list[ResolvedDeployment] = []
     for i, dep in enumerate(bp.serving):
         plan = plans.get(dep.name)
@@ -190,6 +192,7 @@ def resolve_deployments(cluster: Cluster, serving: tuple[ServingPlan, ...]) -> t
             lustre_mount=mount, checkpoint_bytes=w, replicas=min_r if dep.autoscaling != "none" else replicas,
             min_replicas=min_r, max_replicas=max_r, fabric=cluster.fabric,
             nccl=nccl_env(cluster, group, in_pod=True) if plan.multi_node else {},
+            parallel_fs=bp.storage.parallel_fs,
         ))
     return tuple(out)
 

@@ -18,6 +18,7 @@ from aiinfra.catalog.models import LlmArchitecture
 from aiinfra.plan.fabric_env import nccl_env
 from aiinfra.plan.mirror import site_image
 from aiinfra.plan.reliability import ReliabilityPlan
+from aiinfra.plan.software import MEGATRON_LM_ENTRYPOINT, Checkout, job_software
 from aiinfra.plan.training import FRAMEWORK_ZERO_STAGES, TrainingPlan, stage_layer_counts
 from aiinfra.spec.cluster import Cluster, Group
 from aiinfra.spec.models import TrainingJob
@@ -26,8 +27,6 @@ from aiinfra.spec.models import TrainingJob
 
 #: versions.images key used when a job names no image.
 DEFAULT_IMAGE_KEY = {"megatron": "megatron", "deepspeed": "deepspeed"}
-#: Megatron-LM's GPT pre-training script inside the image (a Megatron-LM checkout at /opt/megatron-lm).
-MEGATRON_ENTRYPOINT = "/opt/megatron-lm/pretrain_gpt.py"
 #: Megatron pads the vocabulary to a multiple of this times TP (Llama 3's 128,256 = 1,002 x 128).
 MAKE_VOCAB_SIZE_DIVISIBLE_BY = 128
 #: Checkpoint layout of each framework: the tracker file naming the newest complete checkpoint and
@@ -83,7 +82,7 @@ class ResolvedJob:
     alloc_tasks_per_node: int  # tasks of the allocation per node (fewer when a node has fewer CPUs: overcommit)
     cpus_per_task: int
     overcommit: bool
-    lustre_mountpoint: str | None
+    lustre_mountpoint: str | None  # mount point of the parallel file system (Lustre or GPFS)
     checkpoint: Checkpointing
     train_iters: int
     entrypoint: str
@@ -91,6 +90,10 @@ class ResolvedJob:
     env_vars: dict[str, str]
     args: list[str] = field(default_factory=list)  # framework arguments (Megatron) or script arguments
     deepspeed: dict[str, Any] | None = None
+    parallel_fs: str = "lustre"  # storage.parallel_fs: names the pods' volume and claim of that file system
+    #: the Megatron-LM checkout the default entry point is in (aiinfra.plan.software; None: DeepSpeed or
+    #: an entry point of the blueprint's)
+    megatron_lm: Checkout | None = None
 
     @property
     def name(self) -> str:
@@ -157,8 +160,10 @@ def switches_for(nodes: int, su_nodes: int) -> int:
 
 
 def lustre_mount(cluster: Cluster) -> str | None:
-    lustre = cluster.blueprint.storage.lustre
-    return lustre.mountpoint.rstrip("/") if lustre is not None else None
+    """Mount point of the parallel file system the blueprint chose (storage.parallel_fs: Lustre or
+    GPFS), where jobs find data and keep checkpoints; None when it is not declared."""
+    fs = cluster.blueprint.storage.parallel
+    return fs.mountpoint.rstrip("/") if fs is not None else None
 
 
 def under(path: str, root: str) -> bool:
@@ -337,8 +342,13 @@ def resolve_job(cluster: Cluster, index: int, plan: TrainingPlan, rel: Reliabili
     env_vars = {"OMP_NUM_THREADS": str(max(1, cpus // group.gpus_per_node))}
     if job.framework == "megatron":
         env_vars["CUDA_DEVICE_MAX_CONNECTIONS"] = "1"  # Megatron's TP/SP communication overlap needs one stream
+    megatron = None
+    if job.framework == "megatron" and job.entrypoint is None:
+        megatron = job_software(cluster).megatron_lm
+        if megatron is None:
+            return None  # versions.megatron_lm is not pinned or not known: aiinfra.checks.host_versions says so
     if job.framework == "megatron":
-        entry = job.entrypoint or MEGATRON_ENTRYPOINT
+        entry = job.entrypoint or f"{megatron.path}/{MEGATRON_LM_ENTRYPOINT}"
         args = megatron_args(plan, job, ckpt, train_iters, data_path, tokenizer)
         ds = None
     else:
@@ -358,6 +368,8 @@ def resolve_job(cluster: Cluster, index: int, plan: TrainingPlan, rel: Reliabili
         overcommit=per_task < 1,
         lustre_mountpoint=lustre, checkpoint=ckpt, train_iters=train_iters, entrypoint=entry,
         nccl=nccl_env(cluster, group, in_pod=in_pod), env_vars=env_vars, args=args, deepspeed=ds,
+        parallel_fs=bp.storage.parallel_fs,
+        megatron_lm=megatron,
     )
 
 

@@ -37,14 +37,20 @@ def mirror_image(mirror: Mirror | None, ref: str) -> str:
     return f"{mirror.registry}/{canonical_image(ref)}"
 
 
+def mirror_git(mirror: Mirror | None, url: str) -> str:
+    """A git URL as the site clones it: ``<git>/<host>/<path>`` below the mirror's git server."""
+    if mirror is None or not mirror.git:
+        return url
+    return f"{mirror.git}/{url.split('://', 1)[-1]}"
+
+
 def mirror_chart(mirror: Mirror | None, chart: Chart) -> Chart:
     """A chart as the site installs it: from the mirror's Helm repository, or a kustomize source
     from the mirror's git server (``<git>/<host>/<path>``)."""
     if mirror is None:
         return chart
     if chart.is_kustomize and mirror.git:
-        host_path = chart.repository.split("://", 1)[-1]
-        return dataclasses.replace(chart, repository=f"{mirror.git}/{host_path}")
+        return dataclasses.replace(chart, repository=mirror_git(mirror, chart.repository))
     if not chart.is_kustomize and mirror.helm:
         return dataclasses.replace(chart, repository=mirror.helm)
     return chart

@@ -72,14 +72,18 @@ def _context(m: ResolvedJob) -> dict[str, Any]:
 
 
 def container_mounts(m: ResolvedJob) -> list[str]:
-    """pyxis --container-mounts: the Lustre mount and the NCCL topology file (same paths inside)."""
+    """pyxis --container-mounts: the Lustre mount, the NCCL topology file and a node-local Megatron-LM
+    checkout (same paths inside)."""
     paths = [m.lustre_mountpoint] if m.lustre_mountpoint else []
     if m.lustre_mountpoint is None or not under(m.checkpoint.dir, m.lustre_mountpoint):
         paths.append(m.checkpoint.dir)
     topo = m.nccl.get("NCCL_TOPO_FILE")
     if topo:
         paths.append(topo)
-    return [f"{p}:{p}" for p in paths]
+    code = m.megatron_lm
+    if code is not None and (m.lustre_mountpoint is None or not under(code.path, m.lustre_mountpoint)):
+        paths.append(code.path)  # the node-local checkout (no Lustre), read-only is enough
+    return [f"{p}:{p}:ro" if code is not None and p == code.path else f"{p}:{p}" for p in paths]
 
 
 def default_program(m: ResolvedJob) -> str:
@@ -109,8 +113,9 @@ def pytorchjob_objects(m: ResolvedJob) -> list[dict[str, Any]]:
         {"name": "job", "configMap": {"name": f"{m.name}-job", "defaultMode": 0o555}},
     ]
     if lustre:
-        mounts.append({"name": "lustre", "mountPath": lustre})
-        volumes.append({"name": "lustre", "persistentVolumeClaim": {"claimName": k8s_resources.LUSTRE_PVC}})
+        claim = k8s_resources.PARALLEL_FS_PVC[m.parallel_fs]  # Lustre or GPFS (storage.parallel_fs)
+        mounts.append({"name": claim, "mountPath": lustre})
+        volumes.append({"name": claim, "persistentVolumeClaim": {"claimName": claim}})
     env = [{"name": k, "value": v} for k, v in sorted({**m.nccl, **m.env_vars}.items())]
     container = {
         "name": "pytorch",  # the training operator finds the container by this name

@@ -5,7 +5,8 @@ A component is a Helm chart (pinned in ``versions.charts``, repository in
 objects it needs that the chart does not make (custom resources of its operator, ConfigMaps,
 volumes). The folder's kustomization lists the objects, not the values: Argo CD feeds
 ``values.yaml`` to the chart (gitops/), Pulumi reads the same values from the render in memory
-(aiinfra.deploy.components). :data:`COMPONENTS` is the one list both executors walk.
+(aiinfra.deploy.components). :data:`COMPONENTS` is the one list both executors walk (:func:`components`:
+the storage component of the cluster's parallel file system only).
 
 | component        | chart                 | objects rendered here                                   |
 |------------------|-----------------------|---------------------------------------------------------|
@@ -15,6 +16,7 @@ volumes). The folder's kustomization lists the objects, not the values: Argo CD 
 | gpu-operator     | gpu-operator          | DCGM exporter metrics ConfigMap                         |
 | network-operator | network-operator      | NicClusterPolicy, IPoIB or host-device networks, nv-ipam IPPools |
 | lustre           | -                     | PersistentVolumes + PersistentVolumeClaims              |
+| gpfs             | -                     | the same for GPFS (storage.parallel_fs: gpfs)           |
 | lws              | lws                   | -                                                       |
 | kueue            | kueue                 | Topology, ResourceFlavors, ClusterQueues, LocalQueues   |
 | keda             | keda                  | -                                                       |
@@ -38,12 +40,12 @@ from aiinfra.catalog.charts import (
 from aiinfra.catalog.k8s_resources import (
     GPU_RESOURCE,
     GPU_TOLERATION,
-    LUSTRE_PVC,
     NODE_GROUP_LABEL,
+    PARALLEL_FS_PVC,
     RDMA_SHARED_DEVICE_RESOURCE,
     local_queue,
 )
-from aiinfra.catalog.platform import COMPONENTS, DCGM_CONFIGMAP, DCGM_CSV_KEY, ComponentSpec
+from aiinfra.catalog.platform import DCGM_CONFIGMAP, DCGM_CSV_KEY, ComponentSpec, components
 from aiinfra.plan.cluster import ClusterPlan
 from aiinfra.plan.mirror import site_image
 from aiinfra.plan.platform_values import CHART_VALUES
@@ -52,13 +54,14 @@ from aiinfra.render.k8s_hosts import chart_version
 from aiinfra.render.k8s_objects import meta, objects_file, values_file
 from aiinfra.render.k8s_topology import (
     GPU_MODEL_LABEL,
-    LUSTRE_LABEL,
+    PARALLEL_FS_LABEL,
     kubernetes_groups,
     topology_levels,
 )
 from aiinfra.render.kubernetes import WORKLOAD_NAMESPACES, component, uses_kubernetes
 from aiinfra.render.monitoring import dcgm_counters_csv, render_monitoring
 from aiinfra.spec.cluster import Cluster, Group
+from aiinfra.spec.models import Lustre
 
 
 def _gpu_groups(cluster: Cluster) -> list[Group]:
@@ -208,43 +211,48 @@ def _ipam(rail: int) -> str:
     return json.dumps({"type": "nv-ipam", "poolName": rail_pool_name(rail), "poolType": "ippool"}, sort_keys=True)
 
 
-# ------------------------------------------------------------------ Lustre
+# ------------------------------------------------------------------ Lustre or GPFS
 
-def render_lustre(cluster: Cluster, spec: ComponentSpec) -> dict[str, str]:
+def render_parallel_fs(cluster: Cluster, spec: ComponentSpec) -> dict[str, str]:
+    """The component of the chosen parallel file system (storage.parallel_fs; spec.name is lustre or
+    gpfs): one PersistentVolume and claim per workload namespace. Nothing for the other one."""
     bp = cluster.blueprint
-    lustre = bp.storage.lustre
+    fs = bp.storage.parallel_fs
+    lustre = bp.storage.parallel
     k8s = bp.kubernetes
-    if lustre is None or k8s is None:
+    if spec.name != fs or lustre is None or k8s is None:
         return {}
+    claim = PARALLEL_FS_PVC[fs]
     capacity = str(lustre.capacity)
     objects: list[dict] = []
     for ns in WORKLOAD_NAMESPACES:
-        pv_name = f"lustre-{lustre.fsname}-{ns.name}"
+        pv_name = f"{fs}-{lustre.fsname}-{ns.name}"
         pv_spec: dict = {
             "capacity": {"storage": capacity},
             "accessModes": ["ReadWriteMany"],
             "persistentVolumeReclaimPolicy": "Retain",
             "storageClassName": "",
             "volumeMode": "Filesystem",
-            "claimRef": {"namespace": ns.name, "name": LUSTRE_PVC},
+            "claimRef": {"namespace": ns.name, "name": claim},
         }
         if k8s.lustre_volumes == "static":
-            # the lustre_client role mounts the file system on the host; pods see that mount
+            # the lustre_client (gpfs_client) role mounts the file system on the host; pods see that mount
             pv_spec["hostPath"] = {"path": lustre.mountpoint, "type": "Directory"}
             pv_spec["nodeAffinity"] = {"required": {"nodeSelectorTerms": [
-                {"matchExpressions": [{"key": LUSTRE_LABEL, "operator": "In", "values": ["true"]}]}]}}
-        else:  # aiinfra.checks.kubernetes refuses csi without a driver name
+                {"matchExpressions": [{"key": PARALLEL_FS_LABEL[fs], "operator": "In", "values": ["true"]}]}]}}
+        else:  # Lustre only (aiinfra.checks.storage); aiinfra.checks.kubernetes refuses csi without a driver name
+            assert isinstance(lustre, Lustre)
             pv_spec["csi"] = {"driver": k8s.lustre_csi_driver, "volumeHandle": f"{lustre.fsname}-{ns.name}",
                               "volumeAttributes": {"fsName": lustre.fsname, "mgsNids": ":".join(lustre.mgs_nids),
                                                    "mountOptions": ",".join(lustre.mount_options)}}
         objects.append({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": meta(pv_name), "spec": pv_spec})
         objects.append({
             "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-            "metadata": meta(LUSTRE_PVC, ns.name),
+            "metadata": meta(claim, ns.name),
             "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": pv_name,
                      "volumeMode": "Filesystem", "resources": {"requests": {"storage": capacity}}},
         })
-    return {"lustre.yaml": objects_file(cluster, f"Lustre {lustre.fsname} volumes", objects)}
+    return {f"{fs}.yaml": objects_file(cluster, f"{bp.storage.parallel_title} {lustre.fsname} volumes", objects)}
 
 
 # ------------------------------------------------------------------ Kueue
@@ -349,7 +357,8 @@ RENDERERS = {
     "monitoring": render_monitoring,
     "gpu-operator": render_gpu_operator,
     "network-operator": render_network_operator,
-    "lustre": render_lustre,
+    "lustre": render_parallel_fs,
+    "gpfs": render_parallel_fs,
     "kueue": render_kueue,
     "lws": render_chart_values,
     "keda": render_chart_values,
@@ -366,7 +375,7 @@ def render_platform(cluster: Cluster, plan: ClusterPlan) -> Artifacts:
     if not uses_kubernetes(cluster) or cluster.blueprint.kubernetes is None:
         return {}
     out: Artifacts = {}
-    for spec in COMPONENTS:
+    for spec in components(cluster.blueprint.storage.parallel_fs):
         fn = RENDERERS.get(spec.name)
         if fn is None:
             continue

@@ -27,7 +27,7 @@ from typing import Any
 from aiinfra.catalog import engines as eng
 from aiinfra.catalog.k8s_resources import (
     GPU_RESOURCE,
-    LUSTRE_PVC,
+    PARALLEL_FS_PVC,
     SU_LABEL,
 )
 from aiinfra.plan.cluster import ClusterPlan
@@ -177,6 +177,7 @@ def build_job(cluster: Cluster, s: ResolvedDeployment) -> dict[str, Any]:
               f"{' '.join(quantize)}\n{' '.join(build)}\n")
     spec = pod_spec(cluster, s)
     server = spec["containers"][0]
+    claim = PARALLEL_FS_PVC[s.parallel_fs]  # the parallel file system (Lustre or GPFS), writable here
     container = {
         "name": "build",
         "image": s.image,
@@ -186,12 +187,12 @@ def build_job(cluster: Cluster, s: ResolvedDeployment) -> dict[str, Any]:
                       "requests": {GPU_RESOURCE: gpus, "cpu": server["resources"]["requests"]["cpu"],
                                    "memory": server["resources"]["requests"]["memory"]}},
         "securityContext": security_context(),
-        "volumeMounts": [{"name": "lustre-rw", "mountPath": s.lustre_mount},
+        "volumeMounts": [{"name": f"{claim}-rw", "mountPath": s.lustre_mount},
                          {"name": "scratch", "mountPath": "/scratch"},
                          {"name": "dshm", "mountPath": "/dev/shm"},
                          {"name": "cache", "mountPath": "/cache"}, {"name": "tmp", "mountPath": "/tmp"}],
     }
-    volumes = [{"name": "lustre-rw", "persistentVolumeClaim": {"claimName": LUSTRE_PVC}},
+    volumes = [{"name": f"{claim}-rw", "persistentVolumeClaim": {"claimName": claim}},
                {"name": "scratch", "emptyDir": {"sizeLimit": f"{math.ceil(bf16 * 1.2 / 2**30)}Gi"}},
                *[v for v in spec["volumes"] if v["name"] in ("dshm", "cache", "tmp")]]
     pod = {k: v for k, v in spec.items() if k not in ("containers", "volumes", "initContainers")}

@@ -10,8 +10,8 @@ from typing import Any
 from aiinfra.catalog import engines as eng
 from aiinfra.catalog.k8s_resources import (
     GPU_RESOURCE,
-    LUSTRE_PVC,
     NODE_GROUP_LABEL,
+    PARALLEL_FS_PVC,
     RDMA_SHARED_DEVICE_RESOURCE,
     SU_LABEL,
     local_queue,
@@ -128,8 +128,13 @@ def _probes(s: ResolvedDeployment) -> dict[str, Any]:
     }
 
 
+def _claim(s: ResolvedDeployment) -> str:
+    """The claim of the parallel file system (Lustre or GPFS), also the pods' name of its volume."""
+    return PARALLEL_FS_PVC[s.parallel_fs]
+
+
 def _mounts(s: ResolvedDeployment) -> list[dict[str, Any]]:
-    m = [{"name": "lustre", "mountPath": s.lustre_mount, "readOnly": True},
+    m = [{"name": _claim(s), "mountPath": s.lustre_mount, "readOnly": True},
          {"name": "dshm", "mountPath": "/dev/shm"},
          {"name": "cache", "mountPath": "/cache"},
          {"name": "tmp", "mountPath": "/tmp"}]
@@ -140,7 +145,7 @@ def _mounts(s: ResolvedDeployment) -> list[dict[str, Any]]:
 
 def _volumes(s: ResolvedDeployment) -> list[dict[str, Any]]:
     v: list[dict[str, Any]] = [
-        {"name": "lustre", "persistentVolumeClaim": {"claimName": LUSTRE_PVC, "readOnly": True}},
+        {"name": _claim(s), "persistentVolumeClaim": {"claimName": _claim(s), "readOnly": True}},
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{SHM_BYTES // 2**30}Gi"}},
         {"name": "cache", "emptyDir": {"sizeLimit": f"{CACHE_BYTES // 2**30}Gi"}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "10Gi"}},
@@ -176,7 +181,7 @@ def _init_containers(s: ResolvedDeployment) -> list[dict[str, Any]]:
             "command": ["/bin/sh", "-c", staging_script(s)],
             "securityContext": security_context(),
             "resources": {"requests": {"cpu": "4", "memory": "8Gi"}, "limits": {"memory": "8Gi"}},
-            "volumeMounts": [{"name": "lustre", "mountPath": s.lustre_mount, "readOnly": True},
+            "volumeMounts": [{"name": _claim(s), "mountPath": s.lustre_mount, "readOnly": True},
                              {"name": "local-weights", "mountPath": "/models"}],
         })
     if s.engine.name == "tensorrt-llm":
@@ -188,7 +193,7 @@ def _init_containers(s: ResolvedDeployment) -> list[dict[str, Any]]:
                         "sleep 30; done\n"],
             "securityContext": security_context(),
             "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "64Mi"}},
-            "volumeMounts": [{"name": "lustre", "mountPath": s.lustre_mount, "readOnly": True}],
+            "volumeMounts": [{"name": _claim(s), "mountPath": s.lustre_mount, "readOnly": True}],
         })
     return out
 

@@ -11,7 +11,8 @@ Files:
                      partitions with memory defaults.
 - ``gres.conf``      per GPU node type: ``AutoDetect=nvml`` or explicit ``File=`` lines with
                      ``Cores=`` and ``Links=`` (``slurm.gres_autodetect``).
-- ``topology.conf``  one switch per scalable unit (SU) holding Slurm nodes, one spine above them.
+- ``topology.conf``  one switch per scalable unit (SU) holding Slurm nodes; above them one spine (two levels),
+                     or one switch per spine group and a core above those (three levels).
 - ``cgroup.conf``    cores, devices and RAM constrained.
 - ``slurmdbd.conf``  without ``StoragePass``: the slurm role adds it on the host from a secret.
 - ``plugstack.conf`` (+ ``plugstack.conf.d/pyxis.conf``) SPANK plugins: pyxis for containers.
@@ -33,12 +34,14 @@ from dataclasses import asdict, dataclass, field
 
 from aiinfra.catalog.gpus import GpuModel
 from aiinfra.catalog.links import link_rate
-from aiinfra.catalog.versions import version_tuple
+from aiinfra.catalog.versions import SLURM_SOURCES, version_tuple
 from aiinfra.plan.cluster import ClusterPlan
 from aiinfra.plan.fabric_env import rail_hcas
 from aiinfra.render import Artifacts, renderer
 from aiinfra.render.templates import fold, render_template
 from aiinfra.spec.cluster import Cluster, Group, su_name
+from aiinfra.spec.fabric import sg_name, spine_group_of
+from aiinfra.spec.models import Slurm
 
 MIB = 2**20
 GIB = 2**30
@@ -100,6 +103,10 @@ OPTION_MIN_VERSION: dict[str, tuple[int, int]] = {
     # step management by the job's batch host: takes per-step RPCs off slurmctld for big jobs
     "SlurmctldParameters=enable_stepmgr": (24, 5),
 }
+
+# MailProg when the blueprint turns job mail off (slurm.mail_prog: null): accepts the mail command's
+# arguments and sends nothing, where Slurm's default (/bin/mail) would fail on every mail event.
+NO_MAIL_PROG = "/bin/true"
 
 # QoS preemption mode when any QoS may preempt another.
 PREEMPT_MODE = "REQUEUE"
@@ -185,8 +192,11 @@ class SlurmModel:
     preempt: bool
     trust_node_config: bool
     health_check_interval_s: int
+    mail_prog: str
+    mail_domain: str | None
     options: list[str] = field(default_factory=list)  # version-gated extras
     host: SlurmHostSettings = HOST_SETTINGS
+    fabric_levels: int = 2  # switch levels of the fabric topology.conf describes
 
     @property
     def accounting(self) -> bool:
@@ -285,13 +295,26 @@ def _gres_groups(cluster: Cluster, autodetect: str, prefix: str) -> list[GresGro
 
 
 def _switches(cluster: Cluster) -> list[Switch]:
-    """One switch per SU that holds Slurm nodes (only its Slurm nodes), a spine above them."""
+    """One switch per SU that holds Slurm nodes (only its Slurm nodes); above them a spine (two levels), or
+    one switch per spine group holding such SUs and a core above those (three levels).
+
+    topology.conf(5) of Slurm 24.11 (topology/tree): each line names a switch and its children, nodes
+    (``Nodes=``) or switches (``Switches=``), both as hostlist expressions; every node hangs under some
+    switch, and a job spans only nodes under one connected tree, so the tree has a single top."""
     slurm_hosts = {h for g in cluster.groups_for_scheduler("slurm") for h in g.hosts}
     per_su: dict[int, list[str]] = {}
     for host in cluster.hosts.values():
         if host.su is not None and host.name in slurm_hosts:
             per_su.setdefault(host.su, []).append(host.name)
     sus = [Switch(su_name(su), nodes=fold(hosts)) for su, hosts in sorted(per_su.items())]
+    fab = cluster.fabric
+    if fab is not None and fab.levels == 3:
+        below: dict[int, list[str]] = {}
+        for su in sorted(per_su):
+            below.setdefault(spine_group_of(su, fab.sus_per_spine_group), []).append(su_name(su))
+        groups = [Switch(sg_name(g), switches=fold(names)) for g, names in sorted(below.items())]
+        core = [Switch("core", switches=fold([s.name for s in groups]))] if len(groups) > 1 else []
+        return [*sus, *groups, *core]
     if len(sus) > 1:
         sus.append(Switch("spine", switches=fold([s.name for s in sus])))
     return sus
@@ -350,7 +373,10 @@ def slurm_model(cluster: Cluster) -> SlurmModel:
         preempt=any(q.preempt for q in spec.qos),
         trust_node_config=spec.trust_node_config,
         health_check_interval_s=spec.health_check_interval_s,
+        mail_prog=spec.mail_prog or NO_MAIL_PROG,
+        mail_domain=spec.mail_domain,
         options=options,
+        fabric_levels=cluster.fabric.levels if cluster.fabric is not None else 2,
     )
 
 
@@ -358,7 +384,7 @@ def node_check_group(cluster: Cluster, g: Group) -> dict:
     """What the node health check expects of the nodes of ``g``: one entry of ``nodecheck.json``,
     for Slurm's groups here and for Kubernetes' GPU groups in ``k8s/node-health/`` (GRES null:
     Kubernetes has none, the check compares the GPU count with the blueprint's)."""
-    lustre = cluster.blueprint.storage.lustre
+    storage = cluster.blueprint.storage  # the chosen parallel file system: Lustre or GPFS
     nt = g.node_type
     gres = f"gpu:{gpu_type(g.gpu)}:{g.gpus_per_node}" if g.gpu is not None and g.scheduler == "slurm" else None
     entry: dict = {"group": g.name, "nodes": g.hostlist, "gpus": g.gpus_per_node, "gres": gres}
@@ -367,7 +393,8 @@ def node_check_group(cluster: Cluster, g: Group) -> dict:
         entry["hca_rate_gbps"] = link_rate(nt.rails.rate).ibstat_rate
     else:
         entry["hcas"] = []
-    entry["lustre_mountpoint"] = lustre.mountpoint if lustre and "lustre_client" in g.roles else None
+    fs = storage.parallel
+    entry[f"{storage.parallel_fs}_mountpoint"] = fs.mountpoint if fs and storage.client_role in g.roles else None
     return entry
 
 
@@ -377,9 +404,22 @@ def node_checks(cluster: Cluster) -> dict:
     return {"cluster": cluster.blueprint.slurm.cluster_name, "groups": groups}
 
 
-def accounting(model: SlurmModel) -> dict:
-    """The cluster and its QoS for ``sacctmgr`` (loaded by the slurm role on the slurmdbd host)."""
-    return {"cluster": model.cluster_name, "qos": model.qos}
+def accounting(model: SlurmModel, spec: Slurm | None = None) -> dict:
+    """The cluster, its QoS, accounts and users for ``sacctmgr`` (applied by the slurm role's
+    ``aiinfra-sacctmgr-sync`` on the slurmdbd host). Accounts keep the blueprint's order (a user synced
+    from several unix groups defaults to the first of its accounts); unset settings are null and
+    leave Slurm's value alone."""
+    accounts = [
+        {"name": a.name, "parent": a.parent, "description": a.description, "fairshare": a.fairshare,
+         "qos": sorted(set(a.qos)), "default_qos": a.default_qos, "users": sorted(set(a.users)),
+         "unix_group": a.unix_group}
+        for a in (spec.accounts if spec else [])
+    ]
+    users = [
+        {"name": u.name, "default_account": u.default_account, "fairshare": u.fairshare, "admin_level": u.admin_level}
+        for u in sorted(spec.users if spec else [], key=lambda u: u.name)
+    ]
+    return {"cluster": model.cluster_name, "qos": model.qos, "accounts": accounts, "users": users}
 
 
 def has_slurm(cluster: Cluster) -> bool:
@@ -405,9 +445,30 @@ def role_inputs(cluster: Cluster) -> dict:
         "aiinfra_slurm_cluster_name": model.cluster_name if model else None,
         "aiinfra_slurm_state_save_location": model.state_save_location if model else None,
         "aiinfra_slurm_topology_plugin": model.topology_plugin if model else None,
-        "aiinfra_slurm_accounting": accounting(model) if model and model.accounting else None,
+        "aiinfra_slurm_accounting": (accounting(model, cluster.blueprint.slurm)
+                                     if model and model.accounting else None),
         "aiinfra_slurm_restart_settings": restart_settings(_render("slurm.conf", cluster, model)) if model else [],
+        "aiinfra_slurm_install": install_settings(cluster) if model else None,
+        "aiinfra_slurm_mail_prog": model.mail_prog if model else None,
+        "aiinfra_slurm_gres_autodetect": model.gres_autodetect if model else None,
     })
+    return out
+
+
+def install_settings(cluster: Cluster) -> dict:
+    """What the slurm role installs (``aiinfra_slurm_install``): the pinned release, how, and for a
+    source build the tarball, its checksum and the release's prefix (<prefix>/<version>)."""
+    spec, version = cluster.blueprint.slurm, cluster.blueprint.versions.slurm or ""
+    inst = spec.install
+    known = SLURM_SOURCES.get(version)
+    out = {"method": inst.method, "version": version, "nvml": spec.gres_autodetect == "nvml"}
+    if inst.method == "source":
+        out.update({
+            "source_url": inst.source_url or (known.url if known else None),
+            "source_sha256": inst.source_sha256 or (known.sha256 if known else None),
+            "prefix": f"{inst.prefix}/{version}",
+            "current": f"{inst.prefix}/current",
+        })
     return out
 
 

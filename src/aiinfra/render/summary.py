@@ -73,6 +73,10 @@ def summary(cluster: Cluster) -> dict:
         lu = bp.storage.lustre
         storage["lustre"] = {"fsname": lu.fsname, "mountpoint": lu.mountpoint, "capacity_bytes": lu.capacity,
                              "bandwidth_bytes_per_s": lu.bandwidth, "lnet": lu.lnet}
+    if bp.storage.gpfs:
+        gp = bp.storage.gpfs
+        storage["gpfs"] = {"fsname": gp.fsname, "mountpoint": gp.mountpoint, "capacity_bytes": gp.capacity,
+                           "bandwidth_bytes_per_s": gp.bandwidth, "cluster_name": gp.cluster_name}
     if bp.storage.nvmeof:
         storage["nvmeof"] = {"transport": bp.storage.nvmeof.transport, "targets": len(bp.storage.nvmeof.targets)}
     out["storage"] = storage

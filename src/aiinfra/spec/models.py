@@ -21,12 +21,14 @@ from pydantic import (
     Field,
     PlainSerializer,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 
 from aiinfra.catalog import defaults
 from aiinfra.catalog.gpus import is_builtin_gpu
 from aiinfra.catalog.models import is_builtin_model
+from aiinfra.catalog.time_model import time_input_problem
 from aiinfra.spec.units import parse_bytes, parse_bytes_per_s
 
 
@@ -183,6 +185,16 @@ class Fabric(Strict):
     rate: str = Field(defaults.DEFAULT_INTER_NODE_LINK, description="fabric link rate (catalog)")
     su_nodes: PosInt = Field(32, description="GPU nodes per scalable unit (SU); one leaf switch per rail per SU")
     switch_radix: PosInt | None = Field(None, description="ports per switch; default from the link rate's catalog entry")
+    levels: Literal[2, 3] = Field(
+        2,
+        description="switch levels: 2 = leaves and spines (at most switch_radix SUs); 3 = leaves, spine groups of "
+        "sus_per_spine_group SUs, and a core layer above them (at most switch_radix spine groups)",
+    )
+    sus_per_spine_group: PosInt | None = Field(
+        None,
+        description="levels 3 only: consecutive SUs under one spine group (SU s is in group (s - 1) // this + 1); "
+        "default switch_radix / 2, the most a spine group connects non-blocking",
+    )
     scalable_units: dict[PosInt, Hostlist] | None = Field(
         None,
         description="the cabling: SU number -> its GPU nodes (hostlist), e.g. {1: 'gpu[001-032]'}; every GPU node "
@@ -214,6 +226,7 @@ NodeRole = Literal[
     "subnet_manager",
     "lustre_client",
     "nvmeof_client",
+    "gpfs_client",
 ]
 
 
@@ -264,6 +277,35 @@ class Lustre(Strict):
     bandwidth: BytesPerS = Field(description="aggregate write bandwidth, e.g. 1TB/s (checkpoint planning)")
 
 
+class Gpfs(Strict):
+    """An IBM Storage Scale (GPFS) file system. Its clients join the Storage Scale cluster as client nodes:
+    an admin node of that cluster adds them (mmaddnode), each builds the portability layer and mounts."""
+
+    cluster_name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,114}$",
+        description="the Storage Scale cluster the clients join (mmlscluster shows it); the role checks it",
+    )
+    admin_node: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$",
+        description="a node of that cluster that runs its administration commands (mmaddnode, mmchlicense) for "
+        "new clients; reachable by Ansible over SSH, and itself able to reach the clients as root",
+    )
+    fsname: str = Field(pattern=r"^[A-Za-z0-9_]{1,63}$", description="file system device name (mmlsfs all)")
+    mountpoint: str = Field(
+        pattern=r"^/[^\s]*[^\s/]$",
+        description="the file system's mount point as the storage cluster defines it (mmlsfs <fsname> -T)",
+    )
+    mount_options: list[str] = Field(default_factory=list, description="options of mmmount -o; empty: the file system's")
+    capacity: Bytes = Field(description="usable capacity, e.g. 100PB")
+    bandwidth: BytesPerS = Field(description="aggregate write bandwidth, e.g. 1TB/s (checkpoint planning)")
+
+
+#: The node role of each parallel file system's clients (inventory group and host role of the same name).
+PARALLEL_FS_CLIENT_ROLE: dict[str, NodeRole] = {"lustre": "lustre_client", "gpfs": "gpfs_client"}
+#: How messages and rendered comments name each parallel file system.
+PARALLEL_FS_TITLE = {"lustre": "Lustre", "gpfs": "GPFS"}
+
+
 class NvmeofTarget(Strict):
     nqn: str = Field(description="subsystem NQN")
     address: str = Field(description="target address on the storage network")
@@ -278,6 +320,27 @@ class Nvmeof(Strict):
 class Storage(Strict):
     lustre: Lustre | None = None
     nvmeof: Nvmeof | None = None
+    gpfs: Gpfs | None = Field(None, description="IBM Storage Scale file system (parallel_fs: gpfs)")
+    parallel_fs: Literal["lustre", "gpfs"] = Field(
+        "lustre",
+        description="the parallel file system the hosts mount and jobs, checkpoints and serving pods use: "
+        "lustre (storage.lustre, role lustre_client) or gpfs (storage.gpfs, role gpfs_client)",
+    )
+
+    @property
+    def parallel(self) -> Lustre | Gpfs | None:
+        """The declaration of the chosen parallel file system, or None when it is not declared."""
+        return self.gpfs if self.parallel_fs == "gpfs" else self.lustre
+
+    @property
+    def parallel_title(self) -> str:
+        """The chosen parallel file system's name in messages and comments: Lustre or GPFS."""
+        return PARALLEL_FS_TITLE[self.parallel_fs]
+
+    @property
+    def client_role(self) -> NodeRole:
+        """The node role whose hosts mount the chosen parallel file system."""
+        return PARALLEL_FS_CLIENT_ROLE[self.parallel_fs]
 
 
 # ---------------------------------------------------------------- schedulers
@@ -297,11 +360,86 @@ class Qos(Strict):
     preempt: list[str] = Field(default_factory=list, description="QoS names this one may preempt")
 
 
+# Slurm's accounting keeps user and account names in lower case (sacctmgr(1), "user": names are forced
+# to lowercase unless slurmdbd.conf sets PreserveCaseUser); '|' would break sacctmgr's parsable output.
+SlurmUserName = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_.-]{0,31}$")]
+SlurmAccountName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+Fairshare = Annotated[int, Field(ge=1, le=2**31 - 1)] | Literal["parent"]
+
+
+class SlurmAccount(Strict):
+    """An account of Slurm's accounting: its members' jobs are charged to it and may use its QoS.
+
+    The slurm role creates it and its members' associations with sacctmgr; it never deletes any."""
+
+    name: SlurmAccountName
+    description: Annotated[str, Field(pattern=r"^[^|'\"\n]{1,200}$")] | None = Field(
+        None, description="Description (Slurm stores it in lower case); default: the account name")
+    parent: SlurmAccountName = Field("root", description="Parent account: root or another account of this list")
+    fairshare: Fairshare | None = Field(
+        None, description="Fairshare: this account's shares among its siblings, or 'parent'; default: Slurm's (1)")
+    qos: list[str] = Field(default_factory=list, description="QoS its jobs may use (slurm.qos names or normal); "
+                           "empty: inherited from the parent (root: normal)")
+    default_qos: str | None = Field(None, description="DefaultQOS: the QoS of a job that names none; one of qos")
+    users: list[SlurmUserName] = Field(default_factory=list, description="member users by login name")
+    unix_group: SlurmUserName | None = Field(
+        None, description="members are also the users of this group as the slurmdbd host sees it (getent group), "
+        "read again at each hosts up")
+
+
+class SlurmUser(Strict):
+    """Settings of one user of slurm.accounts (their accounts come from the accounts' members)."""
+
+    name: SlurmUserName
+    default_account: SlurmAccountName | None = Field(
+        None, description="DefaultAccount: the account of a job that names none; required for a user listed in "
+        "several accounts; default: the user's only (or first listed) account")
+    fairshare: Fairshare | None = Field(
+        None, description="Fairshare of the user in each of its accounts; default: Slurm's (1)")
+    admin_level: Literal["none", "operator", "admin"] | None = Field(
+        None, description="AdminLevel: operator may manage jobs and accounting; admin also the configuration")
+
+
+class SlurmInstall(Strict):
+    """How the slurm role puts ``versions.slurm`` on the hosts (roles/slurm/README.md, "Installation")."""
+
+    method: Literal["source", "packages"] = Field(
+        "source",
+        description="source: build versions.slurm once from its release tarball and copy the build to every Slurm "
+        "host; packages: install the slurm-* packages of versions.slurm from the site's package repository",
+    )
+    source_url: Annotated[str, Field(pattern=r"^(https?|file)://\S+$")] | None = Field(
+        None, description="release tarball on the site mirror (method: source); default: the catalog's upstream "
+        "address for versions.slurm (aiinfra.catalog.versions.SLURM_SOURCES)",
+    )
+    source_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = Field(
+        None, description="SHA-256 of source_url's tarball; required with source_url for a release the catalog "
+        "does not list",
+    )
+    prefix: Annotated[str, Field(pattern=r"^/[^\s]*[^/\s]$")] = Field(
+        "/opt/slurm", description="method source: each release goes to <prefix>/<version>, <prefix>/current "
+        "points at the one in use",
+    )
+
+
 class Slurm(Strict):
     cluster_name: Name
+    install: SlurmInstall = Field(default_factory=SlurmInstall, description="where versions.slurm comes from")
+    mail_prog: Annotated[str, Field(pattern=r"^/[^\s]+$")] | None = Field(
+        "/usr/bin/mail",
+        description="MailProg: the program slurmctld sends job mail with (sbatch --mail-type); the slurm role "
+        "installs it on the controllers; null: no job mail (MailProg=/bin/true)",
+    )
+    mail_domain: Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")] | None = Field(
+        None, description="MailDomain: appended to user names that have no @ (e.g. hpc.example.org)",
+    )
     state_save_location: str = Field(description="StateSaveLocation on storage shared by the controllers")
     partitions: list[Partition] = Field(min_length=1)
     qos: list[Qos] = Field(default_factory=list)
+    accounts: list[SlurmAccount] = Field(
+        default_factory=list, description="accounts, their members and QoS grants, created in slurmdbd by the "
+        "slurm role (accounting needs a slurmdbd host); users not named here are left alone")
+    users: list[SlurmUser] = Field(default_factory=list, description="per-user settings of accounts' members")
     gres_autodetect: Literal["nvml", "off"] = Field(
         "nvml", description="nvml: slurmd detects GPUs; off: explicit File= lines with CPU and NIC affinity"
     )
@@ -385,10 +523,28 @@ class Versions(Strict):
     nccl: str = Field(description="NCCL (2.18 or newer)")
     doca_ofed: str = Field(description="DOCA-OFED (DOCA-Host) release")
     lustre_client: str | None = Field(None, description="Lustre client release")
+    gpfs: str | None = Field(
+        None, description="IBM Storage Scale release of the GPFS client packages, e.g. 5.2.3.1 (storage.parallel_fs: gpfs)"
+    )
     slurm: str | None = Field(None, description="Slurm release; renderers adapt to it")
     kubernetes: str | None = Field(None, description="Kubernetes release; schemas are checked for its minor")
+    container_toolkit: str | None = Field(
+        None, description="NVIDIA Container Toolkit (nvidia-container-toolkit, libnvidia-container) on GPU nodes, "
+        "e.g. 1.17.5")
+    enroot: str | None = Field(None, description="enroot on Slurm GPU and login nodes (srun --container-image), e.g. 3.5.0")
+    pyxis: str | None = Field(None, description="pyxis, the Slurm SPANK plugin that runs enroot, e.g. 0.20.0")
+    dcgm: str | None = Field(
+        None, description="NVIDIA DCGM on GPU nodes, e.g. 4.2.3; versions.exporters.dcgm-exporter must be built for it")
+    nccl_tests: str | None = Field(
+        None, description="nccl-tests built with MPI on Slurm GPU nodes for the fabric acceptance jobs, e.g. 2.14.1 "
+        "(aiinfra.catalog.versions.NCCL_TESTS_RELEASES)")
+    megatron_lm: str | None = Field(
+        None, description="Megatron-LM release the Megatron jobs run, checked out from the site's git mirror, e.g. "
+        "core_v0.12.0 (aiinfra.catalog.versions.MEGATRON_LM_RELEASES)")
     charts: dict[str, str] = Field(default_factory=dict, description="Helm chart versions by chart name")
-    images: dict[str, str] = Field(default_factory=dict, description="container images, pinned, by purpose")
+    images: dict[str, str] = Field(
+        default_factory=dict, description="container images, pinned, by purpose; 'pause' is containerd's pod sandbox "
+        "image on Kubernetes hosts (the one kubeadm of versions.kubernetes pulls)")
     exporters: dict[str, str] = Field(
         default_factory=dict,
         description="Prometheus exporters the host roles install outside Kubernetes, pinned: dcgm-exporter, "
@@ -433,6 +589,11 @@ class ModelArchitecture(Strict):
     norm: Literal["rmsnorm", "layernorm"] = Field("rmsnorm", description="normalisation layers")
     mlp: Literal["swiglu", "gelu"] = Field(
         "swiglu", description="swiglu: gated MLP (gate, up, down) [hidden_act: silu]; gelu: two matrices"
+    )
+    linear_bias: bool = Field(False, description="biases on every linear layer (GPT-2, GPT-3)")
+    learned_positions: Annotated[int, Field(ge=0, le=16_777_216)] = Field(
+        0, description="rows of a learned absolute position embedding [n_positions] (GPT-2: 1024); 0: rotary "
+        "(rope_theta), and rope_theta is then unused",
     )
     max_context: Annotated[int, Field(ge=1, le=16_777_216)] | None = Field(
         None, description="longest context the model supports [max_position_embeddings]; longer jobs are warned"
@@ -542,8 +703,23 @@ class TrainingJob(Strict):
     distributed_optimizer: bool = True
     tokens: Annotated[float, Field(gt=0, strict=False)] = Field(description="token budget, e.g. 15.0e12")
     mfu: Annotated[float, Field(gt=0, lt=1, strict=False)] | None = Field(
-        None, description="model FLOPs utilisation assumed; default from the planner"
+        None, description="end-to-end model FLOPs utilisation to plan for: the planner solves its compute "
+        "efficiencies to reach it, communication and bubble stay modelled; default: the planner's estimate"
     )
+    planner: dict[str, Annotated[float, Field(strict=False)]] = Field(
+        default_factory=dict,
+        description="step-time model inputs set for this job, one at a time (e.g. gemm_efficiency_bf16: 0.7, "
+        "overlap: 0.5); names and bounds in docs/planner.md; the others keep their calibrated defaults",
+    )
+
+    @field_validator("planner")
+    @classmethod
+    def _known_time_inputs(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, v in value.items():
+            why = time_input_problem(name, v)
+            if why:
+                raise ValueError(why)
+        return value
     image: str | None = Field(None, description="key of versions.images; default by framework")
     checkpoint_dir: str | None = Field(
         None, pattern=r"^/[^\s]*$",
@@ -562,8 +738,8 @@ class TrainingJob(Strict):
     )
     entrypoint: str | None = Field(
         None,
-        description="training program in the image; default: Megatron-LM's pretrain_gpt.py under "
-        "/opt/megatron-lm, or train.py in the job's directory on Lustre for DeepSpeed",
+        description="training program in the image; default: pretrain_gpt.py of the versions.megatron_lm "
+        "checkout (roles/megatron_lm), or train.py in the job's directory on Lustre for DeepSpeed",
     )
     data_path: str | None = Field(
         None, description="dataset (Megatron: --data-path prefix); default <lustre>/datasets/<model>/text_document",
@@ -573,8 +749,9 @@ class TrainingJob(Strict):
     )
     offload: Literal["none", "cpu"] = Field(
         "none",
-        description="DeepSpeed ZeRO offload to CPU memory: optimizer states, and parameters at stage 3 "
-        "(the planner does not count the GPU memory this saves)",
+        description="DeepSpeed ZeRO offload to CPU memory: optimizer states from stage 1, and parameters at "
+        "stage 3 (the planner counts the GPU memory it saves and the host memory it takes, as DeepSpeed's "
+        "estimators do)",
     )
     extra_args: list[str] = Field(
         default_factory=list,
@@ -753,6 +930,19 @@ class Site(Strict):
         description="fraction of the time the spares of each scalable unit must cover all its nodes that are down; "
         "`aiinfra plan` recommends spares_per_su for it",
     )
+    job_interruptions_per_gpu_year: Annotated[float, Field(gt=0, le=100, strict=False)] = Field(
+        defaults.DEFAULT_INTERRUPTIONS_PER_GPU_YEAR,
+        description="unexpected job interruptions per GPU and year from all causes (GPUs, hosts, network, "
+        "storage, software), the rate checkpoints are planned against; default: the Llama 3 405B run's, 419 in 54 "
+        "days on 16,384 H100 (aiinfra.catalog.defaults)",
+    )
+    planned_interruptions_per_gpu_year: Annotated[float, Field(ge=0, le=100, strict=False)] = Field(
+        defaults.DEFAULT_PLANNED_PER_GPU_YEAR,
+        description="planned stops (maintenance) per GPU and year; default: the same run's, 47 in 54 days",
+    )
+    job_requeue_minutes: Annotated[float, Field(ge=0, le=1440, strict=False)] = Field(
+        0.0, description="minutes a stopped job waits in the queue before it restarts, beside job_restart_minutes",
+    )
     job_restart_minutes: Annotated[float, Field(ge=0, le=1440, strict=False)] = Field(
         defaults.DEFAULT_JOB_RESTART_MINUTES,
         description="minutes from a failure to the job running again from its last checkpoint: requeue, "
@@ -840,7 +1030,7 @@ class Blueprint(Strict):
         description="day-2 state of nodes out of service, by hostlist, e.g. {gpu200: {state: down, reason: ...}}; "
         "every other node is in service; an empty nodes: is fine. Git history is the audit trail",
     )
-    storage: Storage = Field(default_factory=Storage, description="Lustre and NVMe-oF")
+    storage: Storage = Field(default_factory=Storage, description="the parallel file system (Lustre or GPFS) and NVMe-oF")
     slurm: Slurm | None = Field(None, description="required when a node group has scheduler: slurm")
     kubernetes: Kubernetes | None = Field(None, description="cluster networking of the Kubernetes node groups")
     catalog: Catalog = Field(
