@@ -1,9 +1,9 @@
 #!/bin/bash
 # Slurm batch script of training job 'llama3-8b-smoke' ('dev'), rendered by aiinfra from stacks/Pulumi.dev.yaml. Do not edit.
 # Llama 3 8B, megatron, on 1 node(s) x 8 GPUs = 8 GPUs of group 'gpu-train'.
-# Planner: TP1 PP2 DP4 CP1 VPP16, micro-batch 1 x 16 micro-batches x DP 4 = global batch 64 sequences of 8192 tokens;
-#   selective recomputation, ZeRO stage 1, bf16; step 8.29 s (estimate); 1908 steps for 1e+09 tokens.
-# Checkpoint every 3590 steps: the Young/Daly interval 29768 s (MTBF 21900.0 h on 8 GPUs, 5.6 s per write) / 8.29 s per step; keep 2.
+# Planner: TP2 PP1 DP4 CP1, micro-batch 1 x 16 micro-batches x DP 4 = global batch 64 sequences of 8192 tokens;
+#   selective recomputation, ZeRO stage 1, bf16; step 7.19 s (estimate); 1908 steps for 1e+09 tokens.
+# Checkpoint every 2227 steps: the Young/Daly interval 16008 s (MTBF 6334.6 h on 8 GPUs, 5.6 s per write) / 7.19 s per step; keep 2.
 
 # Submit: sbatch manifests/dev/jobs/llama3-8b-smoke/sbatch.sh
 #SBATCH --job-name=llama3-8b-smoke
@@ -31,12 +31,14 @@ set -euo pipefail
 #   AIINFRA_PROGRAM="..."    the program each task starts (default below)
 CONTAINER_IMAGE='nvcr.io#nvidia/pytorch:24.12-py3'  # versions.images.megatron: nvcr.io/nvidia/pytorch:24.12-py3
 CONTAINER_MOUNTS=/lustre:/lustre
+# Megatron-LM core_v0.12.0 (commit d580efc68a9f0dbf1945f834f6f6200cd01d3343): versions.megatron_lm, checked out by the
+# megatron_lm role at /lustre/software/megatron-lm/core_v0.12.0 (parallel file system: one checkout for every node).
 if [[ "${AIINFRA_NO_CONTAINER:-0}" == 1 ]]; then
   CONTAINER=()
 else
   CONTAINER=(--container-image="$CONTAINER_IMAGE" --container-mounts="$CONTAINER_MOUNTS")
 fi
-read -r -a PROGRAM <<< "${AIINFRA_PROGRAM:-python3 -u /opt/megatron-lm/pretrain_gpt.py}"
+read -r -a PROGRAM <<< "${AIINFRA_PROGRAM:-python3 -u /lustre/software/megatron-lm/core_v0.12.0/pretrain_gpt.py}"
 
 # NCCL / UCX for the fabric (aiinfra.render.nccl: the same settings in every launcher)
 export NCCL_IB_HCA='=mlx5_0:1,mlx5_1:1,mlx5_2:1,mlx5_3:1,mlx5_4:1,mlx5_5:1,mlx5_6:1,mlx5_7:1'
@@ -57,10 +59,10 @@ mkdir -p "$CHECKPOINT_DIR"
 
 # ---- megatron arguments from the plan (resume: --load names the same folder as --save)
 ARGS=(
-  --tensor-model-parallel-size 1
-  --pipeline-model-parallel-size 2
-  --num-layers-per-virtual-pipeline-stage 1
+  --tensor-model-parallel-size 2
+  --pipeline-model-parallel-size 1
   --context-parallel-size 1
+  --sequence-parallel
   --use-distributed-optimizer
   --recompute-activations
   --micro-batch-size 1
@@ -90,7 +92,7 @@ ARGS=(
   --train-iters 1908
   --save /lustre/checkpoints/dev/llama3-8b-smoke
   --load /lustre/checkpoints/dev/llama3-8b-smoke
-  --save-interval 3590
+  --save-interval 2227
   --exit-signal-handler
   --lr 3.0e-4
   --min-lr 3.0e-5

@@ -1,9 +1,9 @@
 #!/bin/bash
 # Slurm batch script of training job 'llama3-70b-pretrain' ('prod'), rendered by aiinfra from stacks/Pulumi.prod.yaml. Do not edit.
 # Llama 3 70B, megatron, on 448 node(s) x 8 GPUs = 3584 GPUs of group 'gpu-train'.
-# Planner: TP8 PP1 DP448 CP1, micro-batch 1 x 4 micro-batches x DP 448 = global batch 1792 sequences of 8192 tokens;
-#   selective recomputation, ZeRO stage 1, bf16; step 4.55 s (estimate); 1021794 steps for 1.5e+13 tokens.
-# Checkpoint every 129 steps: the Young/Daly interval 589 s (MTBF 48.9 h on 3584 GPUs, 1.0 s per write) / 4.55 s per step; keep 3.
+# Planner: TP8 PP2 DP224 CP1, micro-batch 1 x 8 micro-batches x DP 224 = global batch 1792 sequences of 8192 tokens;
+#   selective recomputation, ZeRO stage 1, bf16; step 5.29 s (estimate); 1021794 steps for 1.5e+13 tokens.
+# Checkpoint every 59 steps: the Young/Daly interval 316 s (MTBF 14.1 h on 3584 GPUs, 1.0 s per write) / 5.29 s per step; keep 3.
 
 # Submit: sbatch manifests/prod/jobs/llama3-70b-pretrain/sbatch.sh
 #SBATCH --job-name=llama3-70b-pretrain
@@ -31,12 +31,14 @@ set -euo pipefail
 #   AIINFRA_PROGRAM="..."    the program each task starts (default below)
 CONTAINER_IMAGE='nvcr.io#nvidia/pytorch:25.04-py3'  # versions.images.megatron: nvcr.io/nvidia/pytorch:25.04-py3
 CONTAINER_MOUNTS=/lustre:/lustre
+# Megatron-LM core_v0.12.0 (commit d580efc68a9f0dbf1945f834f6f6200cd01d3343): versions.megatron_lm, checked out by the
+# megatron_lm role at /lustre/software/megatron-lm/core_v0.12.0 (parallel file system: one checkout for every node).
 if [[ "${AIINFRA_NO_CONTAINER:-0}" == 1 ]]; then
   CONTAINER=()
 else
   CONTAINER=(--container-image="$CONTAINER_IMAGE" --container-mounts="$CONTAINER_MOUNTS")
 fi
-read -r -a PROGRAM <<< "${AIINFRA_PROGRAM:-python3 -u /opt/megatron-lm/pretrain_gpt.py}"
+read -r -a PROGRAM <<< "${AIINFRA_PROGRAM:-python3 -u /lustre/software/megatron-lm/core_v0.12.0/pretrain_gpt.py}"
 
 # NCCL / UCX for the fabric (aiinfra.render.nccl: the same settings in every launcher)
 export NCCL_COLLNET_ENABLE=1
@@ -60,7 +62,7 @@ mkdir -p "$CHECKPOINT_DIR"
 # ---- megatron arguments from the plan (resume: --load names the same folder as --save)
 ARGS=(
   --tensor-model-parallel-size 8
-  --pipeline-model-parallel-size 1
+  --pipeline-model-parallel-size 2
   --context-parallel-size 1
   --sequence-parallel
   --use-distributed-optimizer
@@ -92,7 +94,7 @@ ARGS=(
   --train-iters 1021794
   --save /lustre/checkpoints/llama3-70b-pretrain
   --load /lustre/checkpoints/llama3-70b-pretrain
-  --save-interval 129
+  --save-interval 59
   --exit-signal-handler
   --lr 1.5e-4
   --min-lr 1.5e-6
