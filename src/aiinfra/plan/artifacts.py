@@ -141,8 +141,7 @@ def _packages(cluster: Cluster) -> list[Artifact]:
         minor = ".".join(v.kubernetes.split(".")[:2])
         k8s_repo = f"https://pkgs.k8s.io/core:/stable:/v{minor}/deb/"
         rows += [("kubernetes", p, v.kubernetes, k8s_repo) for p in ("kubelet", "kubeadm", "kubectl")]
-        rows.append(("containerd", "containerd", (cluster.blueprint.kubernetes.containerd or "")
-                     if cluster.blueprint.kubernetes else "", ubuntu))
+        rows.append(("containerd", "containerd", v.containerd or "", ubuntu))
     return [Artifact("package", name, version, repo, repo, f"role {role}") for role, name, version, repo in rows]
 
 

@@ -160,7 +160,7 @@ def role_data(cluster: Cluster) -> dict:
         "kubernetes_minor": f"{major}.{minor}",
         "control_plane_endpoint": control_plane_endpoint(cluster),
         "control_plane_hosts": cluster.hosts_with_role("k8s_control_plane"),
-        "containerd_version": k8s.containerd or "",
+        "containerd_version": cluster.blueprint.versions.containerd or "",
         # containerd's pod sandbox: versions.images.pause as the site pulls it (the mirror's copy, where kubeadm's
         # imageRepository also points)
         "sandbox_image": site_image(cluster, cluster.blueprint.versions.images.get("pause", "")),

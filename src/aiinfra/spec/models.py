@@ -470,9 +470,6 @@ class Kubernetes(Strict):
         None, description="control-plane endpoint (VIP or DNS name); required with more than one control-plane host"
     )
     api_port: Annotated[int, Field(ge=1, le=65535)] = Field(6443, description="API server port behind api_vip")
-    containerd: str | None = Field(
-        None, description="containerd package version to pin (apt/dnf version prefix); none: the OS release's"
-    )
     gpu_driver: Literal["host", "operator"] = Field(
         "host",
         description="who installs the NVIDIA driver: host (Ansible, versions.nvidia_driver) or operator (the GPU "
@@ -528,6 +525,10 @@ class Versions(Strict):
     )
     slurm: str | None = Field(None, description="Slurm release; renderers adapt to it")
     kubernetes: str | None = Field(None, description="Kubernetes release; schemas are checked for its minor")
+    containerd: str | None = Field(
+        None, description="containerd package version the containerd role pins on Kubernetes hosts (apt version "
+        "prefix); none: the OS release's package"
+    )
     container_toolkit: str | None = Field(
         None, description="NVIDIA Container Toolkit (nvidia-container-toolkit, libnvidia-container) on GPU nodes, "
         "e.g. 1.17.5")
