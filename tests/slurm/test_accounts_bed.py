@@ -56,7 +56,13 @@ def bed(tmp_path_factory):
         _host("useradd", "--no-create-home", "--shell", "/bin/sh", EVE)
         root = st.prepare_root(tmp_path_factory.mktemp("accounts-bed"))
         with st.running_bed(root, tmp_path_factory.mktemp("accounts-bed-work")) as bed:
-            yield bed
+            try:
+                yield bed
+            finally:
+                # the accounting database outlives the bed (MariaDB's files on this machine): the
+                # next run starts without this run's users
+                bed["testbed"].ssh(bed["controller"], f"sacctmgr -i delete user name={ALICE},{BOB},{EVE}",
+                                   check=False)
     finally:
         _remove_users()
 

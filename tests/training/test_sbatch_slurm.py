@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from harness import slurm_testbed as st
+from harness.slurm_testbed import CHECKOUT
 from harness.testbed import wait_until
 
 pytestmark = pytest.mark.slow
@@ -30,6 +31,9 @@ def add_training_job(root: Path, checkpoints: Path) -> None:
     doc = yaml.safe_load(path.read_text())
     bp = doc["config"]["aiinfra:cluster"]
     bp.setdefault("versions", {}).setdefault("images", {})["megatron"] = "nvcr.io/nvidia/pytorch:24.12-py3"
+    # a Megatron job without an entrypoint runs the pinned Megatron-LM checkout: dev's pin
+    dev = yaml.safe_load((CHECKOUT / "stacks" / "Pulumi.dev.yaml").read_text())["config"]["aiinfra:cluster"]
+    bp["versions"]["megatron_lm"] = dev["versions"]["megatron_lm"]
     bp.setdefault("silence", []).append("train-checkpoint-outside-lustre")
     bp["training"] = [{
         "name": JOB, "model": "llama3-8b", "node_group": "gpu", "nodes": 2, "framework": "megatron",
