@@ -56,15 +56,25 @@ def bed(tmp_path_factory):
         _host("useradd", "--no-create-home", "--shell", "/bin/sh", EVE)
         root = st.prepare_root(tmp_path_factory.mktemp("accounts-bed"))
         with st.running_bed(root, tmp_path_factory.mktemp("accounts-bed-work")) as bed:
+            # The accounting database outlives the bed (MariaDB's files on this machine): EVE is in
+            # no account until a test puts her in one, whatever an earlier run left behind.
+            _forget(bed, EVE)
             try:
                 yield bed
             finally:
-                # the accounting database outlives the bed (MariaDB's files on this machine): the
-                # next run starts without this run's users
-                bed["testbed"].ssh(bed["controller"], f"sacctmgr -i delete user name={ALICE},{BOB},{EVE}",
-                                   check=False)
+                _forget(bed, ALICE, BOB, EVE)  # the next run starts without this run's users
     finally:
         _remove_users()
+
+
+def _forget(bed, *users: str) -> None:
+    """Cancel the users' jobs and delete them from the accounting (sacctmgr refuses while a job of
+    theirs is active)."""
+    names = ",".join(users)
+    cancel = "; ".join(f"scancel -u {u}" for u in users)  # scancel takes one user
+    bed["testbed"].ssh(bed["controller"], f"{cancel}; for _ in $(seq 60); do "
+                       f"[ -z \"$(squeue -h -u {names})\" ] && break; sleep 1; done; "
+                       f"sacctmgr -i delete user name={names}", timeout=120, check=False)
 
 
 def as_user(bed, user: str, command: str, timeout: float = 60) -> subprocess.CompletedProcess:
