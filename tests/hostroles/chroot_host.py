@@ -34,6 +34,17 @@ def missing_tools() -> list[str]:
     return [b for b in REQUIRED_BINARIES if shutil.which(b) is None]
 
 
+def chroot_test_marks() -> list:
+    """The marks of a module whose tests run roles on the chroot test host: slow, root, tools."""
+    import pytest
+
+    return [
+        pytest.mark.slow,
+        pytest.mark.skipif(os.geteuid() != 0, reason="needs root (debootstrap, chroot)"),
+        pytest.mark.skipif(bool(missing_tools()), reason=f"missing tools: {', '.join(missing_tools())}"),
+    ]
+
+
 def base_tree(timeout_s: float = 600) -> Path:
     """The cached base tree, built on first use (one builder at a time; others wait)."""
     key = hashlib.sha256(f"{SUITE} {MIRROR} {' '.join(PACKAGES)} v1".encode()).hexdigest()[:12]

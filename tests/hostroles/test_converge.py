@@ -11,7 +11,6 @@ One converge of all roles, then the idempotence run, then one run of every role'
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -20,18 +19,14 @@ import yaml
 from conftest import load_stack
 
 from .ansible_run import run_playbook
-from .chroot_host import host_tree, install_fake, missing_tools
+from .chroot_host import chroot_test_marks, host_tree, install_fake
 from .inventory import mini_inventory
 
 HERE = Path(__file__).resolve().parent
 HOST = "gpu001"
 SKIP_TAGS = "hardware,nvidia_repo,lustre_repo"
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (debootstrap, chroot)"),
-    pytest.mark.skipif(bool(missing_tools()), reason=f"missing tools: {', '.join(missing_tools())}"),
-]
+pytestmark = chroot_test_marks()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ mmstartup, mmmount, the checks, the idempotence run, a reinstalled host, and the
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ import yaml
 from gpfs_variant import build_gpfs_variant
 
 from .ansible_run import run_playbook
-from .chroot_host import host_tree, missing_tools
+from .chroot_host import chroot_test_marks, host_tree
 from .inventory import mini_inventory
 
 HERE = Path(__file__).resolve().parent
@@ -32,11 +31,7 @@ STATE = "etc/aiinfra-test/gpfs"
 # commands that change the node or the cluster, in the order the role runs them
 CHANGING = ("mmbuildgpl", "mmaddnode", "mmchlicense", "mmsdrrestore", "mmstartup", "mmmount")
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (debootstrap, chroot)"),
-    pytest.mark.skipif(bool(missing_tools()), reason=f"missing tools: {', '.join(missing_tools())}"),
-]
+pytestmark = chroot_test_marks()
 
 
 @pytest.fixture(scope="module")

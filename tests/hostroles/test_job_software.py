@@ -23,18 +23,14 @@ import yaml
 from conftest import load_stack, render
 
 from .ansible_run import run_playbook
-from .chroot_host import host_tree, missing_tools
+from .chroot_host import chroot_test_marks, host_tree
 from .inventory import mini_inventory
 
 HERE = Path(__file__).resolve().parent
 HOST = "gpu001"  # prod: a Slurm GPU node (nccl_tests runs on slurm_compute:&gpu_nodes)
 SKIP = "nvidia_repo,cuda_build"
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (debootstrap, chroot)"),
-    pytest.mark.skipif(bool(missing_tools()), reason=f"missing tools: {', '.join(missing_tools())}"),
-]
+pytestmark = chroot_test_marks()
 
 
 def _git(*args: str, cwd: Path) -> str:
