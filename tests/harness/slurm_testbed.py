@@ -33,7 +33,9 @@ GATEWAY = "10.77.0.1/24"
 # Debian's packages the bed's hosts find installed (no route out); Slurm itself is the pinned
 # release, which the slurm role unpacks from the build scripts/build-testbed-slurm.sh made.
 SLURM_BINARIES = ("munged", "mariadbd", "mysql")
-SLURM_BUILD_DIR = Path("/var/cache/aiinfra/slurm")  # slurm_build_cache_dir (roles/slurm/defaults)
+# where the role (and scripts/build-testbed-slurm.sh) keep the build: the role's slurm_build_cache_dir
+SLURM_BUILD_DIR = Path(yaml.safe_load((CHECKOUT / "roles" / "slurm" / "defaults" / "main.yml").read_text())
+                       ["slurm_build_cache_dir"])
 # The bed's build: NVML (a production build's gpu/nvml) and several slurmd per machine.
 BUILD_VARS = {"slurm_build_nvml": True, "slurm_build_multiple_slurmd": True}
 # Daemons' state the test bed owns on this machine (wiped before a run for deterministic job ids).
