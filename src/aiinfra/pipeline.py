@@ -38,7 +38,7 @@ def build(source: Source) -> Built:
     found = registry.apply_silence(bp.silence, registry.run("blueprint", view))
     raise_errors(source, found)
 
-    cluster = build_cluster(source.env, source.file, bp, view.hosts)
+    cluster = build_cluster(source.env, source.file, bp, view.hosts, view.addresses.indices)
     plan = plan_cluster(cluster)
     found += registry.apply_silence(bp.silence, registry.run("cluster", cluster, plan))
     raise_errors(source, found)

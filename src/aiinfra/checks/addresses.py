@@ -36,13 +36,17 @@ def _looks_numeric(text: str) -> bool:
     return bool(re.fullmatch(r"[\d.]+", text))
 
 
-def _planned(cluster: Cluster) -> dict[str, str]:
-    """Every planned host address -> 'host (network)'."""
+def _planned(cluster: Cluster, wanted: set[str]) -> dict[str, str]:
+    """The planned host addresses among ``wanted`` -> 'host (network)' (the first host, in blueprint
+    order, that has it). One pass that looks only for these: a map of every address would be a
+    hundred thousand entries at 32,768 nodes for the few addresses the blueprint names."""
     owners: dict[str, str] = {}
+    if not wanted:
+        return owners
     for h in cluster.hosts.values():
         for net, addr in (("management", h.management_address), ("bmc", h.bmc_address),
                           ("storage", h.storage_address)):
-            if addr:
+            if addr in wanted:
                 owners.setdefault(addr, f"{h.name} ({net})")
     return owners
 
@@ -59,7 +63,7 @@ def api_vip(cluster: Cluster, plan: ClusterPlan) -> Iterator[Problem]:
             yield error(path, "bad-address", f"'{vip}' is neither an IPv4 address nor a DNS name",
                         "give the VIP as four octets 0-255 (e.g. 10.0.0.10) or a DNS name")
         return
-    owner = _planned(cluster).get(str(address))
+    owner = _planned(cluster, {str(address)}).get(str(address))
     if owner:
         yield error(path, "address-taken", f"{vip} is the planned address of {owner}",
                     "pick a free address for the VIP (below the first host index, or outside the host blocks)")
@@ -73,8 +77,11 @@ def api_vip(cluster: Cluster, plan: ClusterPlan) -> Iterator[Problem]:
 def storage_addresses(cluster: Cluster, plan: ClusterPlan) -> Iterator[Problem]:
     bp = cluster.blueprint
     storage_net = ipaddress.IPv4Network(bp.networks.storage.cidr) if bp.networks.storage else None
-    taken = _planned(cluster)
     lustre = bp.storage.lustre
+    nvmeof = bp.storage.nvmeof
+    named = [m["ip"] for nid in (lustre.mgs_nids if lustre else []) if (m := _NID.fullmatch(nid.strip()))]
+    named += [str(a) for t in (nvmeof.targets if nvmeof else []) if (a := _ipv4(t.address.strip()))]
+    taken = _planned(cluster, set(named))
     if lustre is not None:
         lnet_type = re.sub(r"\d+$", "", lustre.lnet)
         for i, nid in enumerate(lustre.mgs_nids):
@@ -93,7 +100,6 @@ def storage_addresses(cluster: Cluster, plan: ClusterPlan) -> Iterator[Problem]:
             elif m["ip"] in taken:
                 yield error(path, "address-taken", f"MGS {m['ip']} is the planned address of {taken[m['ip']]}",
                             "give the MGS's own address")
-    nvmeof = bp.storage.nvmeof
     if nvmeof is not None:
         for i, target in enumerate(nvmeof.targets):
             path = ("storage", "nvmeof", "targets", i, "address")

@@ -124,7 +124,7 @@ def networks_fit(v: BlueprintView) -> Iterator[Problem]:
     nets = bp.networks
     flat = [("management", nets.management), ("bmc", nets.bmc)] + ([("storage", nets.storage)] if nets.storage else [])
     group_of = {h: i for i, g in enumerate(bp.node_groups) for h in v.hosts[g.name]}
-    prefixes = addressing.plan_prefixes(bp.node_groups, v.hosts, nets.management.first_host)
+    prefixes = v.addresses.blocks
     for i, g in enumerate(bp.node_groups):
         names = {addressing.split_name(h).prefix for h in v.hosts[g.name]}
         for prefix in sorted(names):
@@ -134,7 +134,7 @@ def networks_fit(v: BlueprintView) -> Iterator[Problem]:
                             f"address_index {g.address_index} disagrees with {block.base}, the index another group "
                             f"gives host number 1 of '{prefix}' (a host's index follows its name)",
                             f"remove address_index here or set it to {block.base}: {prefix} hosts share one numbering")
-    indices = addressing.host_indices(bp.node_groups, v.hosts, nets.management.first_host)
+    indices = v.addresses.indices
     for first, second, index in addressing.colliding(indices)[:20]:
         yield error(("node_groups", group_of[second], "address_index"), "address-overlap",
                     f"{second} and {first} both get host index {index}",

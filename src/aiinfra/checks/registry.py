@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from aiinfra.catalog.names import suggest
 from aiinfra.errors import Level, Problem
+from aiinfra.spec.addressing import AddressPlan, address_plan
 from aiinfra.spec.models import Blueprint
 
 
@@ -27,6 +28,11 @@ from aiinfra.spec.models import Blueprint
 class BlueprintView:
     bp: Blueprint
     hosts: dict[str, tuple[str, ...]]  # node group -> expanded hosts
+    addresses: AddressPlan | None = None  # the address plan of those hosts; computed here when not given
+
+    def __post_init__(self) -> None:
+        if self.addresses is None:
+            self.addresses = address_plan(self.bp.node_groups, self.hosts, self.bp.networks.management.first_host)
 
 
 Validator = Callable[..., Iterable[Problem]]

@@ -183,23 +183,30 @@ def _target_labels(cluster: Cluster, name: str) -> dict[str, str]:
     return labels
 
 
-def scrape_targets(cluster: Cluster) -> dict[str, list[dict]]:
-    """file_sd content per exporter: one entry per host (management address, node labels)."""
+_ENCODE = json.JSONEncoder(sort_keys=True).encode  # one encoder for 60,000 lines at 32,768 nodes
+
+
+def scrape_targets(cluster: Cluster) -> dict[str, str]:
+    """file_sd content per exporter: a YAML list of one entry per host (management address, node
+    labels), one host per line in JSON flow style (keys sorted): a host added, removed or changed
+    is a one-line diff (a JSON array would also change its neighbour's comma). A host's labels are
+    encoded once for all the exporters it runs."""
     exporters = cluster.blueprint.versions.exporters
+    labels: dict[str, str] = {}
     out = {}
     for exporter, hosts in host_exporter_hosts(cluster).items():
         if not hosts or exporter not in exporters:
             continue
         p = port(exporter, exporters[exporter])
-        out[exporter] = [{"targets": [f"{cluster.hosts[h].management_address}:{p}"],
-                          "labels": _target_labels(cluster, h)} for h in hosts]
+        lines = []
+        for h in hosts:
+            text = labels.get(h)
+            if text is None:
+                text = labels[h] = _ENCODE(_target_labels(cluster, h))
+            target = _ENCODE(f"{cluster.hosts[h].management_address}:{p}")
+            lines.append(f'- {{"labels": {text}, "targets": [{target}]}}\n')
+        out[exporter] = "".join(lines)
     return out
-
-
-def _file_sd(entries: list[dict]) -> str:
-    """A file_sd YAML list, one host per line in JSON flow style: a host added, removed or changed
-    is a one-line diff (a JSON array would also change its neighbour's comma)."""
-    return "".join(f"- {json.dumps(e, sort_keys=True)}\n" for e in entries)
 
 
 def rail_relabelings(cluster: Cluster, camel: bool = False) -> list[dict]:
@@ -315,7 +322,7 @@ def slurm_alert_rules(cluster: Cluster) -> list[dict]:
     return [{"name": "slurm", "rules": rules}]
 
 
-def host_alert_rules(targets: dict[str, list[dict]]) -> list[dict]:
+def host_alert_rules(targets: dict[str, str]) -> list[dict]:
     """An exporter outside Kubernetes that stops answering (inside, the chart's own rules watch targets)."""
     jobs = "|".join(HOST_JOBS[exporter] for exporter in sorted(targets))
     return [{"name": "host-exporters", "rules": [_rule(
@@ -565,7 +572,7 @@ def render_monitoring(cluster: Cluster, spec: ComponentSpec) -> dict[str, str]:
         files["host-exporter-alerts.yaml"] = objects_file(cluster, "alert rules of the exporters outside Kubernetes",
                                                           [rules("host-exporters", host_alert_rules(targets))])
         configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(SCRAPE_CONFIGMAP, spec.namespace),
-                     "data": {f"{exporter}.yaml": _file_sd(entries) for exporter, entries in sorted(targets.items())}}
+                     "data": {f"{exporter}.yaml": text for exporter, text in sorted(targets.items())}}
         files["host-scrape-targets.yaml"] = objects_file(cluster, "Prometheus targets outside Kubernetes",
                                                          [configmap])
     return files

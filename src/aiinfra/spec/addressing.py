@@ -91,16 +91,29 @@ def plan_prefixes(groups: list[NodeGroup], expanded: dict[str, tuple[str, ...]],
     return blocks
 
 
-def host_indices(groups: list[NodeGroup], expanded: dict[str, tuple[str, ...]],
-                 first_host: int) -> dict[str, int]:
-    """Every host's index (hosts in blueprint order)."""
+@dataclass(frozen=True)
+class AddressPlan:
+    """Every prefix's block and every host's index: computed once per build, from the blueprint's
+    expanded hostlists, and handed to the checks and to the Cluster."""
+
+    blocks: dict[str, PrefixBlock]
+    indices: dict[str, int]  # host -> index, hosts in blueprint order (decommissioned ones included)
+
+
+def address_plan(groups: list[NodeGroup], expanded: dict[str, tuple[str, ...]], first_host: int) -> AddressPlan:
     blocks = plan_prefixes(groups, expanded, first_host)
     out: dict[str, int] = {}
     for group in groups:
         for host in expanded.get(group.name, ()):
             name = split_name(host)
             out[host] = blocks[name.prefix].index(name)
-    return out
+    return AddressPlan(blocks, out)
+
+
+def host_indices(groups: list[NodeGroup], expanded: dict[str, tuple[str, ...]],
+                 first_host: int) -> dict[str, int]:
+    """Every host's index (hosts in blueprint order)."""
+    return address_plan(groups, expanded, first_host).indices
 
 
 def colliding(indices: dict[str, int]) -> list[tuple[str, str, int]]:
