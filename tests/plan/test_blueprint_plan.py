@@ -73,3 +73,18 @@ def test_problems_carry_key_paths():
     assert "does not divide 64 attention heads" in found["aiinfra:cluster.training[0]"].message
     assert "did you mean 'llama3-70b'" in found["aiinfra:cluster.training[1].model"].message
     assert "141.1 GB" in found["aiinfra:cluster.serving[0]"].message
+
+
+def test_power_budget_is_judged_against_the_nameplate():
+    # 512 HGX H100 nodes at NVIDIA's DGX H100 nameplate, "10.2 kW max" (datasheet / user guide), and 3
+    # CPU nodes at 800 W: 5,224.8 kW; busy nodes typically draw 512 x (8 x 700 + 2,000) + 3 x 800 =
+    # 3,893.6 kW. A 4.5 MW site holds the typical draw but not what its circuits must carry.
+    plan = plan_blueprint(blueprint(power_budget=4500))
+    (problem,) = [p for p in plan.problems if p.id == "plan-power-budget"]
+    assert problem.level.value == "warning"
+    assert problem.message.startswith("nameplate IT power 5,225 kW")
+    assert "typical 3,894 kW" in problem.message and "within it" in problem.message
+    assert plan.to_dict()["power"]["budget_exceeded_by"] == "nameplate"
+    over = plan_blueprint(blueprint(power_budget=3000))
+    assert "also over" in next(p.message for p in over.problems if p.id == "plan-power-budget")
+    assert not [p for p in plan_blueprint(blueprint(power_budget=5300)).problems if p.id == "plan-power-budget"]

@@ -126,6 +126,45 @@ def test_nvls_all_reduce_on_h100_not_a100():
     assert {c["algorithm"] for c in h100["collectives"] if c["op"] == "all_reduce" and c["group"] == "tp"} == {"nvls"}
 
 
+def _tp_all_reduce(gpu_name: str, tp: int = 8) -> tuple[dict, float]:
+    """The TP all-reduce of Korthikanti's baseline layer (no sequence parallelism) on ``gpu_name``
+    at ``tp`` GPUs, and its algorithm bandwidth (bytes / (seconds per call - latency))."""
+    from dataclasses import replace
+
+    from aiinfra.catalog.time_model import TIME_INPUTS
+
+    row = next(r for r in ROWS if r.table == "korthikanti2022_t4" and r.row == "baseline")
+    step = step_time(with_overrides(row.request, gpu=gpu(gpu_name)), replace(row.layout, tp=tp)).to_dict()
+    ar = next(c for c in step["collectives"] if c["op"] == "all_reduce" and c["group"] == "tp")
+    per_call = ar["time_s"] / ar["calls"] - TIME_INPUTS["collective_latency_s"].default
+    return ar, ar["bytes_per_call"] / per_call
+
+
+@pytest.mark.parametrize(("gpu_name", "busbw_gb_s"), [
+    # 8 H100 SXM: "a peak busBw of ~480GB/s (algbw ~275GB/s)" with NVLink SHARP (S. Jeaugey, NCCL,
+    # NVIDIA/nccl-tests issue #212); 8 H200 (same NVLink 4 / NVSwitch): 475 GB/s peak busbw in
+    # all_reduce_perf with NCCL 2.20.3 (NVIDIA/nccl-tests issue #272)
+    ("h100", 480.0),
+    ("h200", 475.0),
+])
+def test_nvls_all_reduce_in_a_node_reaches_the_published_busbw(gpu_name, busbw_gb_s):
+    ar, algbw = _tp_all_reduce(gpu_name)
+    assert ar["algorithm"] == "nvls"
+    # nccl-tests' bus bandwidth of an all-reduce: algbw x 2 (n - 1) / n (doc/PERFORMANCE.md), n = 8
+    busbw = algbw * 2 * 7 / 8
+    assert busbw == pytest.approx(busbw_gb_s * 1e9, rel=0.05)
+    assert ar["bus_bandwidth_b_s"] == pytest.approx(busbw, rel=1e-6)
+    assert algbw == pytest.approx(275e9, rel=0.05)
+
+
+def test_two_ranks_all_reduce_on_the_ring():
+    # at 2 ranks the ring moves as few bytes per GPU as NVLS and is faster (busbw ~370 GB/s on H100,
+    # the same issue: "an effective NVLink bandwidth of 370GB/s ... with NCCL_ALGO=RING")
+    ar, algbw = _tp_all_reduce("h100", tp=2)
+    assert ar["algorithm"] == "ring"
+    assert algbw * 2 * 1 / 2 == pytest.approx(370e9, rel=0.05)
+
+
 def test_compute_budget_reports_6nd_beside_the_attention_term():
     row = next(r for r in ROWS if r.table == "llama3_t4" and r.row == "8192-gpus")
     d = plan_training(with_overrides(row.request, recompute="full", tokens=15.6e12)).to_dict()

@@ -268,15 +268,31 @@ TENSORRT_LLM = Engine(
 ENGINES: dict[str, Engine] = {e.name: e for e in (VLLM, TENSORRT_LLM)}
 
 #: Blueprint quantization -> vLLM ``--quantization`` for a 16-bit checkpoint that vLLM quantizes while
-#: loading it. Only FP8 can be (dynamic per-tensor scales, ``Fp8Config`` of
-#: ``vllm/model_executor/layers/quantization/fp8.py``); AWQ, GPTQ and W8A8 weights come pre-quantized.
+#: loading it. FP8 (dynamic per-tensor scales, ``Fp8Config`` of
+#: ``vllm/model_executor/layers/quantization/fp8.py``) and bitsandbytes NF4 (the BitsAndBytes loader
+#: calls ``quantize_4bit(..., compress_statistics=True, quant_type="nf4")`` on each linear weight:
+#: vllm/model_executor/model_loader/loader.py in 0.8.5, bitsandbytes_loader.py in 0.12.0); AWQ, GPTQ
+#: and W8A8 weights come pre-quantized.
 #: A pre-quantized checkpoint gets no ``--quantization``: vLLM takes ``quant_method`` from its
 #: config.json (``quantization_config``) and picks the kernel itself (``awq`` -> ``awq_marlin``, ``gptq``
 #: -> ``gptq_marlin`` on compute capability >= 8.0, through ``override_quantization_method`` of
 #: ``awq_marlin.py`` / ``gptq_marlin.py``), and it refuses a flag that disagrees with the checkpoint
 #: ("Quantization method specified in the model config (...) does not match ...",
 #: ``ModelConfig._verify_quantization``: vllm/config.py in 0.8.5, vllm/config/model.py in 0.12.0).
-VLLM_ONLINE_QUANTIZATION: dict[str, str] = {"fp8": "fp8"}
+VLLM_ONLINE_QUANTIZATION: dict[str, str] = {"fp8": "fp8", "nf4": "bitsandbytes"}
+
+#: ``--quantization bitsandbytes`` needs the BitsAndBytes model loader. From vLLM 0.8.2 the flag
+#: selects it (``EngineArgs.create_load_config``: ``if self.quantization == "bitsandbytes":
+#: self.load_format = "bitsandbytes"``, vllm/engine/arg_utils.py in 0.8.2, 0.8.5 and 0.12.0; a
+#: pre-quantized checkpoint's quant_method sets both in ``create_engine_config``). Before 0.8.2 the
+#: same function refuses the flag without ``--load-format bitsandbytes`` ("BitsAndBytes quantization
+#: and QLoRA adapter only support 'bitsandbytes' load format", 0.6.0 to 0.8.1), and a pre-quantized
+#: checkpoint needs both flags. Versions before this one get ``--load-format bitsandbytes`` too.
+VLLM_BNB_SETS_LOAD_FORMAT: Version = (0, 8, 2)
+#: ``quantization_config.quant_method`` of a bitsandbytes checkpoint; vLLM 0.8.5 and 0.12.0 refuse
+#: one with tensor parallelism ("Prequant BitsAndBytes models with tensor parallelism is not
+#: supported. Please try with pipeline parallelism.", the BitsAndBytes loader).
+BNB_QUANT_METHOD = "bitsandbytes"
 
 #: ``quantization_config.quant_method`` of a pre-quantized checkpoint (vLLM's QuantizationMethods names,
 #: vllm/model_executor/layers/quantization/__init__.py, 0.8.5 and 0.12.0) -> the blueprint quantization
@@ -289,6 +305,7 @@ CHECKPOINT_QUANT_METHODS: dict[str, tuple[str, ...]] = {
     "compressed-tensors": ("fp8", "int8"),
     "awq": ("awq-int4",),
     "gptq": ("gptq-int4",),
+    BNB_QUANT_METHOD: ("nf4",),  # planned as NF4 with double quantization (bnb_4bit_* in its config)
 }
 
 #: Formats vLLM cannot make while loading: the checkpoint is pre-quantized, with this quant_method
@@ -298,7 +315,9 @@ PREQUANTIZED_ONLY: dict[str, str] = {"awq-int4": "awq", "gptq-int4": "gptq", "in
 VLLM_DTYPE = {"bf16": "bfloat16", "fp16": "float16"}
 
 #: Blueprint quantization -> TensorRT-LLM quantize.py --qformat (None: convert_checkpoint.py, no
-#: quantization). GPTQ checkpoints need a separate conversion path that is not rendered.
+#: quantization). GPTQ checkpoints need a separate conversion path that is not rendered; bitsandbytes
+#: NF4 is none of TensorRT-LLM 0.19.0's quantize.py --qformat choices (fp8, full_prec, int4_awq, int4_wo,
+#: int8_sq, int8_wo, nvfp4, w4a8_awq; the flag table): ``serving-engine-flag`` refuses both.
 TRTLLM_QFORMAT: dict[str, str | None] = {"none": None, "fp8": "fp8", "awq-int4": "int4_awq", "int8": "int8_sq"}
 
 #: quantize.py's calibration data: ``--calib_dataset`` ("the huggingface dataset name or the local

@@ -19,6 +19,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: NVLS all-reduce on 8 H100 SXM (NVLink 4, third-generation NVSwitch), at large messages: nccl-tests
+#: all_reduce_perf "peak busBw of ~480GB/s (algbw ~275GB/s)" (NCCL maintainer S. Jeaugey,
+#: NVIDIA/nccl-tests issue #212, 2024-05-06; the same pair, 480 / 275, measured with NCCL 2.30 in
+#: NVIDIA/nccl issue #2140). busbw = algbw x 2 (n - 1) / n, so algbw = 480 x 8 / 14 = 274.3 GB/s
+#: against the 450 GB/s line rate (the ring reaches ~370 GB/s busbw: ``link_efficiency``).
+NVLS_ALLREDUCE_BUSBW_H100_GB_S = 480.0
+NVLS_ALLREDUCE_ALGBW_H100_GB_S = NVLS_ALLREDUCE_BUSBW_H100_GB_S * 8 / (2 * 7)
+NVLINK4_LINE_GB_S = 450.0  # H100 SXM NVLink, one direction (900 GB/s total, datasheet)
+
 
 @dataclass(frozen=True)
 class TimeInput:
@@ -48,6 +57,9 @@ TIME_INPUTS: dict[str, TimeInput] = {
                   "fraction of the HBM bandwidth memory-bound kernels (norms, softmax, element-wise) reach"),
         TimeInput("link_efficiency", 0.8, 0.05, 1.0, False,
                   "achievable fraction of a link's one-direction peak for NCCL collectives (bus bandwidth)"),
+        TimeInput("nvls_efficiency", NVLS_ALLREDUCE_ALGBW_H100_GB_S / NVLINK4_LINE_GB_S, 0.05, 1.0, False,
+                  "NVLS (NVLink SHARP) all-reduce: bytes reduced per second (nccl-tests algbw) as a fraction "
+                  "of NVLink's one-direction line rate; NCCL picks it over the ring where it is faster"),
         TimeInput("collective_latency_s", 8e-6, 0.0, 1e-3, False,
                   "fixed latency of one collective or send, s"),
         TimeInput("tp_comm_overlap", 0.0, 0.0, 1.0, False,

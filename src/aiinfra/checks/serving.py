@@ -40,6 +40,11 @@ EGRESS_ANYWHERE_PREFIX = 8
 MIN_SPECULATION_SPEEDUP = 1.1
 #: Draft lengths the hint of ``serving-speculation-no-gain`` tries.
 DRAFT_LENGTHS = range(1, 11)
+#: Why TensorRT-LLM serves no blueprint quantization outside ``eng.TRTLLM_QFORMAT``.
+TRTLLM_UNSERVED = {
+    "gptq-int4": "GPTQ checkpoints need a separate conversion path that aiinfra does not render",
+    "nf4": "bitsandbytes NF4 is none of quantize.py's --qformat choices (the flag table of the pinned release)",
+}
 
 
 
@@ -103,9 +108,12 @@ def _check_engine(cluster: Cluster, s: ResolvedDeployment) -> list[Problem]:
                         f"{e.title} {eng.format_version(version)} (image {s.image}) lacks the {what} {names} "
                         f"this deployment needs ({spans})", _flag_hint(d, flags[0][0])))
     if e.name == "tensorrt-llm" and d.quantization not in eng.TRTLLM_QFORMAT:
+        why = TRTLLM_UNSERVED.get(d.quantization, "no rendered conversion makes it")
         out.append(_err(s, ("quantization",), "serving-engine-flag",
                         f"the TensorRT-LLM engine build renders quantize.py formats {sorted(eng.TRTLLM_QFORMAT)}; "
-                        f"{d.quantization} is not one of them", "use engine: vllm for GPTQ checkpoints"))
+                        f"{d.quantization} is not one of them: {why}",
+                        f"use engine: vllm for {d.quantization}, or quantization: awq-int4 (quantize.py --qformat "
+                        "int4_awq) for 4-bit weights on TensorRT-LLM"))
     if e.name == "tensorrt-llm" and d.speculative is not None:
         out.append(_err(s, ("speculative",), "serving-engine-flag",
                         "draft-model speculation is not rendered for TensorRT-LLM (its engine needs a "
@@ -231,6 +239,12 @@ def _check_checkpoint_quantization(s: ResolvedDeployment) -> list[Problem]:
                      f"{' or '.join(formats)} weights: vLLM serves what the checkpoint holds, the plan would size "
                      f"{d.quantization}", f"set quantization: {formats[0]}, or point weights_path at a "
                      f"{d.quantization} checkpoint (and set checkpoint_quantization to its quant_method)")]
+    if method == eng.BNB_QUANT_METHOD and s.plan.tp > 1:
+        return [_err(s, ("tp",), "serving-checkpoint-quantization",
+                     f"vLLM refuses a pre-quantized bitsandbytes checkpoint with tensor parallelism (TP {s.plan.tp} "
+                     "planned): the checkpoint's quant states do not split across GPUs",
+                     "set tp: 1 (and pp for more GPUs), or point weights_path at the 16-bit checkpoint and remove "
+                     "checkpoint_quantization: vLLM then quantizes it to NF4 while loading, at any TP")]
     return []
 
 

@@ -303,6 +303,8 @@ def serving_table(plan: ServingPlan) -> Table:
         ("parallelism", f"TP {plan.tp} x PP {plan.pp} = {plan.gpus_per_replica} GPUs per replica"),
         ("weights as stored", f"{_gb(plan.weights_bytes)} total, {_gb(plan.weights_per_gpu_bytes)} per GPU"),
         (f"  nominal ({r.format.weight_bits} bits x params)", _gb(plan.nominal_weights_bytes)),
+        *([("  GEMMs", "on a 16-bit copy dequantized per call (batch > 1); batch 1: 4-bit GEMV")]
+          if r.format.dequantizes_per_matmul else []),
         ("memory budget", f"{r.gpu_memory_utilization:g} x {r.gpu.memory_bytes / GIB:.0f} GiB"),
         ("activations + runtime", f"{_gb(plan.activation_bytes)} + {_gb(plan.non_torch_bytes)}"),
         ("KV cache per GPU", _gb(plan.kv_cache_per_gpu_bytes)),
@@ -502,7 +504,7 @@ def _style(norm: str | None, mlp: str | None, linear_bias: bool | None, tied: bo
 def size_serve(
     model_name: Annotated[str | None, typer.Option("--model", "-m", help="catalog model, e.g. llama3-70b")] = None,
     gpu_name: Annotated[str, typer.Option("--gpu", help="GPU model, e.g. h100-80gb")] = "h100-80gb",
-    quant: Annotated[str | None, typer.Option("--quant", help="none|fp8|int8|awq-int4|gptq-int4")] = None,
+    quant: Annotated[str | None, typer.Option("--quant", help="none|fp8|int8|awq-int4|gptq-int4|nf4")] = None,
     dtype: Annotated[str | None, typer.Option("--dtype", help="model dtype: bf16|fp16")] = None,
     kv_dtype: Annotated[str | None, typer.Option("--kv-dtype", help="auto (model dtype) | fp8")] = None,
     max_model_len: Annotated[int | None, typer.Option("--max-model-len", help="tokens per sequence")] = None,

@@ -81,6 +81,25 @@ def _group_gpus(groups: Iterable[Group]) -> dict[str, tuple[str | None, int, int
             for g in groups}
 
 
+def power_budget_problem(power: PowerPlan) -> Problem:
+    """``plan-power-budget``: the nameplate (what the facility provisions for) or, without one for
+    every node group, the typical draw exceeds the site's budget; both figures, and which tripped."""
+    budget, typical, plate = power.budget_w / 1e3, power.it_power_w / 1e3, power.nameplate_it_power_w
+    typical_text = (f"typical {typical:,.0f} kW (GPUs {power.gpu_power_w / 1e3:,.0f} kW at TDP + nodes "
+                    f"{power.node_overhead_power_w / 1e3:,.0f} kW)")
+    if power.budget_exceeded_by == "nameplate":
+        message = (f"nameplate IT power {plate / 1e3:,.0f} kW (every node at its maximum input power, what "
+                   f"PDUs and circuits must carry) exceeds the site budget {budget:,.0f} kW; "
+                   f"{typical_text}{' also over' if typical > budget else ' within it'}")
+        hint = "provision site.power_budget for the nameplate, or plan fewer nodes"
+    else:
+        why = ("no nameplate figure for every node group: the typical draw is judged" if plate is None else
+               f"above the nameplate {plate / 1e3:,.0f} kW: the node overhead is more than the servers can draw")
+        message = f"{typical_text} exceeds the site budget {budget:,.0f} kW ({why})"
+        hint = "raise site.power_budget, lower node_overhead_w, or plan fewer nodes"
+    return Problem(("site", "power_budget"), "plan-power-budget", message, Level.WARNING, hint=hint)
+
+
 def plan_blueprint(bp: Blueprint, groups: Iterable[Group] | None = None) -> ClusterPlan:
     """Plan every job and deployment of a blueprint; problems instead of exceptions. ``groups``: the
     Cluster's node groups (built from the blueprint's hostlists when not given)."""
@@ -174,13 +193,8 @@ def plan_blueprint(bp: Blueprint, groups: Iterable[Group] | None = None) -> Clus
             pue=site.pue if site else DEFAULT_PUE,
             budget_kw=site.power_budget if site else None,
         )
-        if not power.fits:
-            problems.append(Problem(
-                ("site", "power_budget"), "plan-power-budget",
-                f"IT power {power.it_power_w / 1e3:,.0f} kW (GPUs {power.gpu_power_w / 1e3:,.0f} kW at TDP + nodes "
-                f"{power.node_overhead_power_w / 1e3:,.0f} kW) exceeds the site budget {power.budget_w / 1e3:,.0f} kW",
-                Level.WARNING, hint="raise site.power_budget, lower node_overhead_w, or plan fewer nodes",
-            ))
+        if power.budget_exceeded_by is not None:
+            problems.append(power_budget_problem(power))
     claims: list[ClaimCheck] = []
     for i, claim in enumerate(bp.claims):
         model_name, per_node, _, _ = groups.get(claim.node_group, (None, 0, 0, 0))

@@ -219,6 +219,10 @@ def vllm_args(s: ResolvedDeployment) -> list[Arg]:
     d, p = s.dep, s.plan
     # a pre-quantized checkpoint says its own method; a flag that disagreed would be refused
     quant = None if s.checkpoint_quantization else eng.VLLM_ONLINE_QUANTIZATION.get(d.quantization)
+    # bitsandbytes before vLLM 0.8.2: both flags, pre-quantized or not (eng.VLLM_BNB_SETS_LOAD_FORMAT)
+    bnb_load_format = d.quantization == "nf4" and (s.version or (0,)) < eng.VLLM_BNB_SETS_LOAD_FORMAT
+    if bnb_load_format:
+        quant = eng.BNB_QUANT_METHOD
     args = [
         Arg("--served-model-name", s.served_model_name, ("served_model_name",)),
         Arg("--host", "0.0.0.0"),
@@ -229,6 +233,8 @@ def vllm_args(s: ResolvedDeployment) -> list[Arg]:
     ]
     if quant:
         args.append(Arg("--quantization", quant, ("quantization",)))
+    if bnb_load_format:
+        args.append(Arg("--load-format", eng.BNB_QUANT_METHOD, ("quantization",)))
     args += [
         Arg("--kv-cache-dtype", d.kv_cache_dtype, ("kv_cache_dtype",)),
         Arg("--max-model-len", str(d.max_model_len), ("max_model_len",)),

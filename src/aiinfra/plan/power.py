@@ -1,7 +1,9 @@
 """Power: GPUs at TDP plus a per-node overhead (CPUs, NICs, fans, NVSwitch), times PUE,
 against the site's IT power budget (kW in the blueprint): the typical draw of a busy node. Beside
 it, the nameplate: the maximum input power of the server (:data:`NODE_NAMEPLATE_W`), what the
-PDUs and circuits must carry at worst."""
+PDUs and circuits must carry at worst. The budget is judged as the facility provisions: against
+the nameplate when every node group has one, else against the typical draw
+(:attr:`PowerPlan.budget_exceeded_by`)."""
 
 from __future__ import annotations
 
@@ -62,6 +64,17 @@ class PowerPlan:
         return self.nameplate_it_power_w <= self.budget_w
 
     @property
+    def budget_exceeded_by(self) -> str | None:
+        """The figure that exceeds the budget, as the facility must provision: ``nameplate`` (every
+        node at its maximum input power) when known and over, else ``typical`` when the typical draw
+        is over; None within budget or without one."""
+        if self.budget_w is None:
+            return None
+        if self.nameplate_it_power_w is not None and self.nameplate_it_power_w > self.budget_w:
+            return "nameplate"
+        return "typical" if self.it_power_w > self.budget_w else None
+
+    @property
     def facility_power_w(self) -> float:
         return self.it_power_w * self.pue
 
@@ -90,6 +103,7 @@ class PowerPlan:
             "nameplate_facility_power_w": (None if self.nameplate_it_power_w is None
                                            else self.nameplate_it_power_w * self.pue),
             "nameplate_fits": self.nameplate_fits,
+            "budget_exceeded_by": self.budget_exceeded_by,
         }
 
 

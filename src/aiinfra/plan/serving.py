@@ -9,6 +9,13 @@
   embeddings, head and norms in 16 bits) and as the nominal bits x parameters figure.
 - Decode roofline: a step reads the weights once and the KV cache of every sequence;
   time = max(bytes / HBM bandwidth, FLOPs / tensor peak) + TP all-reduce latency.
+- bitsandbytes NF4 (formats whose ``dequantizes_per_matmul``): a GEMM of more than one row runs on
+  a 16-bit copy of the weight that ``matmul_4bit`` dequantizes on every call, so a decode step of
+  batch > 1 (and every prefill) also writes and reads the 16-bit linear weights (2 x 2 bytes per
+  weight beyond the 4-bit read); batch 1 reads the 4-bit weights with the fused GEMV, assumed at the
+  same HBM efficiency as the other kernels. MoE layers (vLLM's ``BitsAndBytesMoEMethod``) dequantize
+  every expert on every call and read the touched ones in 16 bits. The profiled activation peak
+  holds the 16-bit copy of the largest linear shard.
 - Prefill of a P-token prompt on one replica (latency: the pipeline stages run one after the other,
   so only TP divides the work): max(FLOPs / (TP x peak x efficiency), weights / HBM bandwidth) +
   TP all-reduces, FLOPs = 2 x matmul weights x P + 2 x layers x width x P^2 (causal attention).
@@ -55,7 +62,7 @@ class ServingRequest:
     model: LlmArchitecture
     gpu: GpuModel
     gpus_per_node: int = 8
-    weight_format: str = "bf16"  # bf16 fp16 fp8 int8 awq-int4 gptq-int4
+    weight_format: str = "bf16"  # bf16 fp16 fp8 int8 awq-int4 gptq-int4 nf4
     dtype: str = "bf16"  # model (activation) dtype
     kv_dtype: str = "auto"
     max_model_len: int = 8192
@@ -114,7 +121,7 @@ def weight_bytes(model: LlmArchitecture, fmt: NumericFormat | str, dtype: str = 
     """Weights in ``fmt``: only the transformer blocks' linear layers are quantized; embeddings,
     lm_head, norms, router and biases stay in the 16-bit ``dtype``."""
     fmt = numeric_format(fmt) if isinstance(fmt, str) else fmt
-    hi = 2.0 if dtype in ("bf16", "fp16") else 4.0
+    hi = _dtype_bytes(dtype)
     linear_params = sum(i * o * n for _, i, o, n in model.linear_shapes())
     if fmt.quantized:
         linear = sum(fmt.linear_bytes(i, o) * n for _, i, o, n in model.linear_shapes())
@@ -129,6 +136,38 @@ def weight_bytes(model: LlmArchitecture, fmt: NumericFormat | str, dtype: str = 
         final_norm=model.norm_params * hi,
         layers=model.layers,
     )
+
+
+def dequantize_bytes(
+    model: LlmArchitecture, fmt: NumericFormat, dtype: str, rows: int, expert_share: float = 0.0,
+    touched_share: float = 1.0,
+) -> float:
+    """Whole-model bytes a forward pass of ``rows`` tokens moves beyond reading the quantized weights
+    once, for a format whose GEMMs run on a 16-bit copy made on every call (bitsandbytes'
+    ``matmul_4bit``): the copy written and read back (2 x the 16-bit linear weights) when more than
+    one row multiplies; MoE experts (``expert_share`` of the linear weights, ``touched_share`` of
+    them used) are all dequantized on every call, whatever the batch: the untouched ones' quantized
+    bytes read, all written in 16 bits, the touched ones read in 16 bits."""
+    if not fmt.dequantizes_per_matmul:
+        return 0.0
+    linear16 = sum(i * o * n for _, i, o, n in model.linear_shapes()) * _dtype_bytes(dtype)  # one layer, 16-bit
+    quantized = weight_bytes(model, fmt, dtype).layer_linear
+    dense = 2 * linear16 * (1 - expert_share) if rows > 1 else 0.0
+    experts = expert_share * (quantized * (1 - touched_share) + linear16 * (1 + touched_share))
+    return model.layers * (dense + experts)
+
+
+def dequantized_copy_bytes(model: LlmArchitecture, fmt: NumericFormat, tp: int, dtype: str) -> float:
+    """The 16-bit copy of the largest linear shard that a dequantizing format holds during a GEMM
+    (0 for formats whose kernels read the quantized weights)."""
+    if not fmt.dequantizes_per_matmul:
+        return 0.0
+    return max(i * o for _, i, o, _ in model.linear_shapes()) / tp * _dtype_bytes(dtype)
+
+
+def _dtype_bytes(dtype: str) -> float:
+    """Bytes of one value in the model dtype (the unquantized weights)."""
+    return 2.0 if dtype in ("bf16", "fp16") else 4.0
 
 
 def kv_cache_bytes_per_token(model: LlmArchitecture, kv_dtype: str = "auto", dtype: str = "bf16") -> float:
@@ -320,6 +359,8 @@ class ServingPlan:
             "weights_bytes": round(self.weights_bytes),
             "weights_nominal_bytes": round(self.nominal_weights_bytes),
             "weights_nominal_bits": r.format.weight_bits,
+            "weights_bits_per_quantized_weight": r.format.bits_per_weight,
+            "weights_dequantized_per_matmul": r.format.dequantizes_per_matmul,
             "weights_per_gpu_bytes": round(self.weights_per_gpu_bytes),
             "draft_weights_per_gpu_bytes": round(self.draft_weights_per_gpu_bytes),
             "activation_bytes": round(self.activation_bytes),
@@ -367,15 +408,18 @@ def _decode_step_s(
 ) -> tuple[float, str]:
     """One decode step of ``batch`` sequences at ``context`` tokens on one replica (tp x pp GPUs)."""
     w = weight_bytes(model, fmt, req.dtype)
+    share, touched_share = 0.0, 1.0
     if model.is_moe:  # experts a batch touches: E (1 - (1 - k/E)^B)
         touched = model.experts * (1 - (1 - model.experts_per_token / model.experts) ** batch)
         shapes = model.linear_shapes()
         expert_linear = sum(i * o * n for name, i, o, n in shapes if name not in ("q", "k", "v", "o"))
         share = expert_linear / sum(i * o * n for _, i, o, n in shapes)  # experts' part of the linear weights
-        linear = w.layer_linear * ((1 - share) + share * touched / model.experts)
+        touched_share = touched / model.experts
+        linear = w.layer_linear * ((1 - share) + share * touched_share)
         weights = model.layers * (linear + w.layer_other) + w.embedding / model.vocab * batch + w.lm_head
     else:
         weights = w.total - w.embedding + w.embedding / model.vocab * batch
+    weights += dequantize_bytes(model, fmt, req.dtype, batch, share, touched_share)
     kv = batch * context * kv_bytes_per_token_per_gpu(model, tp, pp, req.kv_dtype, req.dtype) * tp * pp
     gpus = tp * pp
     mem_s = (weights + kv) / (gpus * req.gpu.hbm_bandwidth_gb_s * GB * HBM_EFFICIENCY)
@@ -393,7 +437,7 @@ def prefill_s(
     w = weight_bytes(model, fmt, req.dtype)
     p = prompt_len
     kv_written = p * kv_cache_bytes_per_token(model, req.kv_dtype, req.dtype)
-    mem_s = (w.total + kv_written) / (tp * req.gpu.hbm_bandwidth_gb_s * GB * HBM_EFFICIENCY)
+    mem_s = (w.total + dequantize_bytes(model, fmt, req.dtype, p) + kv_written) / (tp * req.gpu.hbm_bandwidth_gb_s * GB * HBM_EFFICIENCY)
     flops = 2 * model.matmul_params_per_token * p + 2 * model.layers * model.q_dim * p * p
     peak = req.gpu.dense_tflops(fmt.compute if fmt.compute != "int8" else "int8") * 1e12
     compute_s = flops / (tp * peak * COMPUTE_EFFICIENCY)
@@ -410,7 +454,7 @@ def _tp_problem(model: LlmArchitecture, fmt: NumericFormat, tp: int) -> str | No
         return f"TP {tp} does not divide {model.title}'s {model.heads} attention heads"
     if model.kv_heads % tp and tp % model.kv_heads:
         return f"TP {tp} and {model.kv_heads} KV heads: one must divide the other"
-    if fmt.group_size:
+    if fmt.group_size and fmt.groups_along_input:
         for name, i, _o, _ in model.linear_shapes():
             split_in = i // tp if name in ("o", "down", "fc2") else i
             if i % tp or split_in % fmt.group_size:
@@ -432,6 +476,7 @@ def _memory_at(req: ServingRequest, tp: int, pp: int) -> dict[str, float]:
         draft_gpu = dw.per_gpu(tp, pp, req.draft.tied_embeddings)
         kv_tok_gpu += kv_bytes_per_token_per_gpu(req.draft, tp, pp, req.kv_dtype, req.dtype)
     acts = activation_peak_bytes(m, tp, req.max_num_batched_tokens, req.max_num_seqs)
+    acts += dequantized_copy_bytes(m, fmt, tp, req.dtype)
     budget = req.gpu.memory_bytes * req.gpu_memory_utilization
     kv = budget - weights_gpu - draft_gpu - acts - NON_TORCH_BYTES
     blocks = max(0, math.floor(kv / (BLOCK_SIZE * kv_tok_gpu))) if kv > 0 else 0

@@ -19,8 +19,10 @@ One GPU of the slowest pipeline stage, one micro-batch through one transformer l
 - **Recomputation**: full repeats the layer's forward (GEMMs, kernels, TP collectives); selective
   repeats the attention core (memory-bound without flash attention).
 - **Collectives**, per call: NCCL ring time ``(n - 1)/n x bytes / bus bandwidth`` for all-gather and
-  reduce-scatter, twice that for all-reduce; NVLS (in-switch all-reduce, GPUs with ``nvls``) and
-  InfiniBand SHARP all-reduce move the bytes once. Bus bandwidth = ``link_efficiency`` x the link's
+  reduce-scatter, twice that for all-reduce; InfiniBand SHARP all-reduce moves the bytes once; NVLS
+  (in-switch all-reduce, GPUs with ``nvls``) reduces ``bytes / (nvls_efficiency x NVLink line rate)``
+  (its nccl-tests algbw; 8 H100: ~275 GB/s, busbw ~480 GB/s), taken where it beats the ring (as
+  NCCL's tuner picks; the ring wins at 2 ranks). Bus bandwidth = ``link_efficiency`` x the link's
   one-direction rate: NVLink inside the NVLink domain; across nodes one InfiniBand rail per GPU,
   times the group's GPUs per node (NCCL drives every rail of the node). Each call's exposed time is
   ``max(0, time - overlap x window)``: the window is the compute it can hide behind (the weight-
@@ -295,7 +297,7 @@ def _logits(s: StepSetup, inp: Mapping[str, float]) -> tuple[float, float]:
 class _Link:
     name: str
     bus_b_s: float
-    nvls: bool
+    nvls_b_s: float = 0.0  # NVLS all-reduce algorithm bandwidth, bytes/s (0: no NVLS)
 
 
 def _group_link(s: StepSetup, inp: Mapping[str, float], span: int, ranks: int) -> _Link:
@@ -304,26 +306,29 @@ def _group_link(s: StepSetup, inp: Mapping[str, float], span: int, ranks: int) -
     InfiniBand rails (one per GPU; NCCL uses every rail of the node the group's ranks sit on)."""
     eff = inp["link_efficiency"]
     if span <= s.nvlink_gpus:
-        return _Link("nvlink", s.gpu.nvlink_unidirectional_gb_s * 1e9 * eff, s.gpu.nvls)
+        line = s.gpu.nvlink_unidirectional_gb_s * 1e9
+        return _Link("nvlink", line * eff, line * inp["nvls_efficiency"] if s.gpu.nvls else 0.0)
     stride = max(1, span // max(ranks, 1))
     per_node = max(1, min(ranks, s.gpus_per_node // stride)) if stride < s.gpus_per_node else 1
-    return _Link(s.ib_name, s.ib_rail_b_s * eff * per_node, False)
+    return _Link(s.ib_name, s.ib_rail_b_s * eff * per_node)
 
 
 def _call_s(op: str, size: float, ranks: int, link: _Link, inp: Mapping[str, float], sharp: bool = False
-            ) -> tuple[float, str]:
+            ) -> tuple[float, str, float]:
+    """(seconds of one call, algorithm, bus bandwidth in nccl-tests' convention)."""
     lat = inp["collective_latency_s"]
     if ranks <= 1:
-        return 0.0, "none"
+        return 0.0, "none", link.bus_b_s
     if op == "send_recv":
-        return lat + size / link.bus_b_s, "p2p"
+        return lat + size / link.bus_b_s, "p2p", link.bus_b_s
     if op == "all_reduce":
-        if link.nvls:
-            return lat + size / link.bus_b_s, "nvls"
+        ring = 2 * (ranks - 1) / ranks * size / link.bus_b_s
+        if link.nvls_b_s and size / link.nvls_b_s < ring:
+            return lat + size / link.nvls_b_s, "nvls", link.nvls_b_s * 2 * (ranks - 1) / ranks
         if sharp:
-            return lat + size / link.bus_b_s, "sharp"
-        return lat + 2 * (ranks - 1) / ranks * size / link.bus_b_s, "ring"
-    return lat + (ranks - 1) / ranks * size / link.bus_b_s, "ring"
+            return lat + size / link.bus_b_s, "sharp", link.bus_b_s
+        return lat + ring, "ring", link.bus_b_s
+    return lat + (ranks - 1) / ranks * size / link.bus_b_s, "ring", link.bus_b_s
 
 
 class _Comms:
@@ -334,7 +339,7 @@ class _Comms:
     def add(self, name: str, group: str, op: str, ranks: int, size: float, link: _Link,
             windows: list[float], calls_each: int = 1, sharp: bool = False) -> float:
         """``calls_each`` calls per window; returns the exposed seconds of all of them."""
-        one, algo = _call_s(op, size, ranks, link, self.inp, sharp)
+        one, algo, bus = _call_s(op, size, ranks, link, self.inp, sharp)
         if one == 0.0:
             return 0.0
         ov = self.inp["overlap"]
@@ -344,7 +349,7 @@ class _Comms:
         total, window, exp, n = one * calls, sum(windows) * calls_each, exposed, calls
         if prev is not None:
             total, window, exp, n = prev.time_s + total, prev.window_s + window, prev.exposed_s + exp, prev.calls + n
-        self.items[name] = Collective(name, group, op, ranks, size, n, algo, link.name, link.bus_b_s,
+        self.items[name] = Collective(name, group, op, ranks, size, n, algo, link.name, bus,
                                       total, window, exp)
         return exposed
 

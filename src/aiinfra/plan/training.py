@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiinfra.catalog.defaults import DEFAULT_INTER_NODE_LINK, DEFAULT_NODE_OVERHEAD_W, DEFAULT_PUE
+from aiinfra.catalog.formats import NF4_DOUBLE_QUANT_BITS  # QLoRA's frozen weights: the catalog's nf4
 from aiinfra.catalog.gpus import GpuModel, resolve_gpu
 from aiinfra.catalog.links import link_rate
 from aiinfra.catalog.models import LlmArchitecture, resolve_model
@@ -64,9 +65,6 @@ FINETUNE_METHODS = ("full", "lora", "qlora")
 #: "8-bit Optimizers via Block-wise Quantization", block size 2048).
 OPTIMIZERS = ("adam", "adam-8bit")
 ADAM_8BIT_BLOCK = 2048
-#: QLoRA's storage of the frozen linear weights: NF4 in blocks of 64 with double quantization,
-#: 4 + 8/64 + 32/(64 x 256) = 4.127 bits per parameter (Dettmers et al. 2023, section 3).
-NF4_DOUBLE_QUANT_BITS = 4 + 8 / 64 + 32 / (64 * 256)
 
 
 # ---------------------------------------------------------------- request and results

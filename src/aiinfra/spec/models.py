@@ -782,7 +782,7 @@ class ServingDeployment(Strict):
     model: str
     node_group: str
     engine: Literal["vllm", "tensorrt-llm"] = "vllm"
-    quantization: Literal["none", "fp8", "int8", "awq-int4", "gptq-int4"] = "none"
+    quantization: Literal["none", "fp8", "int8", "awq-int4", "gptq-int4", "nf4"] = "none"
     dtype: Literal["bf16", "fp16"] = "bf16"
     kv_cache_dtype: Literal["auto", "fp8"] = "auto"
     max_model_len: PosInt = 8192
@@ -864,8 +864,9 @@ class ServingDeployment(Strict):
     checkpoint_quantization: str | None = Field(
         None,
         description="quantization_config.quant_method of a pre-quantized checkpoint's config.json (fp8, "
-        "fbgemm_fp8, modelopt, compressed-tensors, awq, gptq): vLLM reads it and gets no --quantization; default: "
-        "awq for awq-int4, gptq for gptq-int4, compressed-tensors for int8, none (16-bit weights) otherwise",
+        "fbgemm_fp8, modelopt, compressed-tensors, awq, gptq, bitsandbytes): vLLM reads it and gets no --quantization; "
+        "default: awq for awq-int4, gptq for gptq-int4, compressed-tensors for int8, none (16-bit weights, which vLLM "
+        "quantizes while loading for fp8 and nf4) otherwise",
     )
     calibration_dataset: str | None = Field(
         None,
