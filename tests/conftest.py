@@ -65,3 +65,32 @@ def prod() -> Built:
 @pytest.fixture(scope="session")
 def dev() -> Built:
     return load_stack("dev")
+
+
+#: The xdist group of every module that runs on the Slurm bed: one worker runs them all, one after
+#: the other, on one bed (``slurm_bed``); the other workers take the rest of the suite.
+SLURM_BED_GROUP = "slurm-bed"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under ``--dist loadgroup`` (``make test``), a module's tests stay on one worker: their
+    module-scoped fixtures (a chroot converge, a rendered tree, the roles run once) are built once,
+    not once per worker. Modules that share a bed name their group themselves (SLURM_BED_GROUP)."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+
+
+@pytest.fixture(scope="session")
+def slurm_bed(tmp_path_factory):
+    """The real Slurm test bed (tests/harness/slurm_testbed.py), brought up once per session and
+    shared by tests/slurm/test_slurm_testbed.py, test_accounts_bed.py, test_node_cli.py and
+    tests/training/test_sbatch_slurm.py. Skips when this machine cannot run it."""
+    from harness import slurm_testbed as st
+
+    reason = st.missing_requirements()
+    if reason:
+        pytest.skip(f"real Slurm test bed: {reason}")
+    with st.shared_bed(tmp_path_factory.mktemp("slurm-bed")) as bed:
+        yield bed

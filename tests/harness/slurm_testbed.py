@@ -76,6 +76,86 @@ def running_bed(root: Path, work: Path) -> Iterator[dict]:
         testbed.down(compute_first=nodes)
 
 
+# The bed's unix users and group: the fixture blueprint's accounts name them (tests/slurm/test_accounts_bed.py)
+ALICE = "aibed-alice"  # named in the fixture's account `training`
+BOB = "aibed-bob"  # member of the unix group the fixture's account `research` syncs
+EVE = "aibed-eve"  # in no account until a test adds her to the group
+GROUP = "aibed-research"
+# The training job every bed's blueprint carries (tests/training/test_sbatch_slurm.py runs its script)
+TRAINING_JOB = "tb-smoke"
+
+
+def _host_command(*cmd: str, check: bool = True) -> None:
+    subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=30)
+
+
+def remove_users() -> None:
+    for user in (ALICE, BOB, EVE):
+        _host_command("userdel", user, check=False)
+    _host_command("groupdel", GROUP, check=False)
+
+
+def add_users() -> None:
+    remove_users()  # leftovers of an interrupted run
+    _host_command("groupadd", GROUP)
+    _host_command("useradd", "--no-create-home", "--shell", "/bin/sh", ALICE)
+    _host_command("useradd", "--no-create-home", "--shell", "/bin/sh", "--groups", GROUP, BOB)
+    _host_command("useradd", "--no-create-home", "--shell", "/bin/sh", EVE)
+
+
+def forget_users(bed: dict, *users: str) -> None:
+    """Cancel the users' jobs and delete them from the accounting (sacctmgr refuses while a job of
+    theirs is active). The accounting database outlives a bed (MariaDB's files on this machine)."""
+    names = ",".join(users)
+    cancel = "; ".join(f"scancel -u {u}" for u in users)  # scancel takes one user
+    bed["testbed"].ssh(bed["controller"], f"{cancel}; for _ in $(seq 60); do "
+                       f"[ -z \"$(squeue -h -u {names})\" ] && break; sleep 1; done; "
+                       f"sacctmgr -i delete user name={names}", timeout=120, check=False)
+
+
+def add_training_job(root: Path, checkpoints: Path) -> None:
+    """A Megatron job of two nodes in the bed's blueprint: its sbatch script is the production template."""
+    path = root / "stacks" / f"Pulumi.{STACK}.yaml"
+    doc = yaml.safe_load(path.read_text())
+    bp = doc["config"]["aiinfra:cluster"]
+    bp.setdefault("versions", {}).setdefault("images", {})["megatron"] = "nvcr.io/nvidia/pytorch:24.12-py3"
+    # a Megatron job without an entrypoint runs the pinned Megatron-LM checkout: dev's pin
+    dev = yaml.safe_load((CHECKOUT / "stacks" / "Pulumi.dev.yaml").read_text())["config"]["aiinfra:cluster"]
+    bp["versions"]["megatron_lm"] = dev["versions"]["megatron_lm"]
+    bp.setdefault("silence", []).append("train-checkpoint-outside-lustre")
+    bp["training"] = [{
+        "name": TRAINING_JOB, "model": "llama3-8b", "node_group": "gpu", "nodes": 2, "framework": "megatron",
+        "tp": 8, "pp": 1, "dp": "auto", "seq_len": 4096, "global_batch": 32, "tokens": 1.0e8,
+        "image": "megatron", "checkpoint_dir": str(checkpoints), "launcher": "srun",
+    }]
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+@contextlib.contextmanager
+def shared_bed(base: Path) -> Iterator[dict]:
+    """The one Slurm bed of a test session (tests/conftest.py ``slurm_bed``): the fixture blueprint
+    with the training job, the accounts' unix users made before the first ``hosts up`` (the role's
+    sync reads the group), brought up once for every module that runs on it. Each module leaves it
+    as it found it (nodes idle, users' jobs and added memberships gone). ``work``: a folder every
+    user may write (job outputs, checkpoints)."""
+    add_users()
+    try:
+        root = prepare_root(base / "root")
+        work = base / "jobs"
+        work.mkdir()
+        work.chmod(0o777)
+        add_training_job(root, work / "checkpoints")
+        with running_bed(root, base / "work") as bed:
+            forget_users(bed, EVE)  # in no account until a test puts her in one, whatever an earlier run left
+            try:
+                yield {**bed, "work": work,
+                       "script": root / "manifests" / STACK / "jobs" / TRAINING_JOB / "sbatch.sh"}
+            finally:
+                forget_users(bed, ALICE, BOB, EVE)  # the next run starts without this run's users
+    finally:
+        remove_users()
+
+
 def missing_requirements() -> str | None:
     """Why the real Slurm test bed cannot run here, or None."""
     if os.geteuid() != 0:

@@ -1,10 +1,11 @@
 """Slurm ready for users on day one, for real: accounts, members and QoS grants from the blueprint.
 
-The test bed (tests/harness/slurm_testbed.py) runs `aiinfra hosts up` over the fixture blueprint,
+The session's test bed (tests/conftest.py ``slurm_bed``, tests/harness/slurm_testbed.py) runs
+`aiinfra hosts up` over the fixture blueprint,
 whose `slurm.accounts` name aibed-alice in `training` (QoS normal, high, low) and sync `research`
 (QoS normal, low) from the unix group aibed-research. The bed's hosts share this machine's
-/etc/passwd and /etc/group, so the users and the group are made here with useradd/groupadd before
-the bed comes up, and removed afterwards. With AccountingStorageEnforce=associations (slurm.conf as
+/etc/passwd and /etc/group, so the users and the group are made with useradd/groupadd before the
+bed comes up, and removed afterwards. With AccountingStorageEnforce=associations (slurm.conf as
 rendered), only members of an account may submit, and only with the QoS their account grants;
 `high` preempts `low` (PreemptType=preempt/qos, PreemptMode=REQUEUE).
 
@@ -21,16 +22,13 @@ import subprocess
 import pytest
 import yaml
 
+from conftest import SLURM_BED_GROUP
 from harness import slurm_testbed as st
 from harness.testbed import wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(SLURM_BED_GROUP)]
 
-REASON = st.missing_requirements()
-ALICE = "aibed-alice"  # named in the fixture's account `training`
-BOB = "aibed-bob"  # member of the unix group the fixture's account `research` syncs
-EVE = "aibed-eve"  # in no account until the test adds her to the group
-GROUP = "aibed-research"
+ALICE, BOB, EVE, GROUP = st.ALICE, st.BOB, st.EVE, st.GROUP  # the bed's users (made before its first run)
 SYNC = "/usr/local/sbin/aiinfra-sacctmgr-sync"  # where the slurm role installs the sync
 
 
@@ -38,43 +36,12 @@ def _host(*cmd: str) -> None:
     subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=30)
 
 
-def _remove_users() -> None:
-    for user in (ALICE, BOB, EVE):
-        subprocess.run(["userdel", user], capture_output=True, timeout=30)
-    subprocess.run(["groupdel", GROUP], capture_output=True, timeout=30)
-
-
 @pytest.fixture(scope="module")
-def bed(tmp_path_factory):
-    if REASON:
-        pytest.skip(f"real Slurm test bed: {REASON}")
-    _remove_users()  # leftovers of an interrupted run
-    try:
-        _host("groupadd", GROUP)
-        _host("useradd", "--no-create-home", "--shell", "/bin/sh", ALICE)
-        _host("useradd", "--no-create-home", "--shell", "/bin/sh", "--groups", GROUP, BOB)
-        _host("useradd", "--no-create-home", "--shell", "/bin/sh", EVE)
-        root = st.prepare_root(tmp_path_factory.mktemp("accounts-bed"))
-        with st.running_bed(root, tmp_path_factory.mktemp("accounts-bed-work")) as bed:
-            # The accounting database outlives the bed (MariaDB's files on this machine): EVE is in
-            # no account until a test puts her in one, whatever an earlier run left behind.
-            _forget(bed, EVE)
-            try:
-                yield bed
-            finally:
-                _forget(bed, ALICE, BOB, EVE)  # the next run starts without this run's users
-    finally:
-        _remove_users()
-
-
-def _forget(bed, *users: str) -> None:
-    """Cancel the users' jobs and delete them from the accounting (sacctmgr refuses while a job of
-    theirs is active)."""
-    names = ",".join(users)
-    cancel = "; ".join(f"scancel -u {u}" for u in users)  # scancel takes one user
-    bed["testbed"].ssh(bed["controller"], f"{cancel}; for _ in $(seq 60); do "
-                       f"[ -z \"$(squeue -h -u {names})\" ] && break; sleep 1; done; "
-                       f"sacctmgr -i delete user name={names}", timeout=120, check=False)
+def bed(slurm_bed):
+    yield slurm_bed
+    # the bed as this module found it: EVE in no group and no account again
+    subprocess.run(["gpasswd", "--delete", EVE, GROUP], capture_output=True, timeout=30)
+    st.forget_users(slurm_bed, EVE)
 
 
 def as_user(bed, user: str, command: str, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -2,9 +2,9 @@
 on a node set down resumes from its checkpoint on another node, and `replace` returns a node
 whose health check passes and keeps out one whose (fake) GPUs are missing.
 
-The bed is the one of test_slurm_testbed.py (tests/harness: network namespaces with real
-slurmctld, slurmd, munge and sshd, configured by a real `aiinfra hosts up`), brought up again for
-this module: scontrol runs on the controller through `aiinfra node` (ad-hoc Ansible), exactly as
+The bed is the session's (tests/conftest.py ``slurm_bed``; tests/harness: network namespaces with
+real slurmctld, slurmd, munge and sshd, configured by a real `aiinfra hosts up`), shared with the
+other bed modules; every test here leaves its node idle again. scontrol runs on the controller through `aiinfra node` (ad-hoc Ansible), exactly as
 in production. The GPUs are fake, so `replace` runs with --skip-gpu-tests and the gate is the
 slurm role's health check, whose GPU probe counts FAKE_ROOT/<node>/gpus.
 """
@@ -20,23 +20,19 @@ from pathlib import Path
 
 import pytest
 
+from conftest import SLURM_BED_GROUP
 from harness import slurm_testbed as st
 from harness.testbed import wait_until
 
-pytestmark = pytest.mark.slow
-
-REASON = st.missing_requirements()
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(SLURM_BED_GROUP)]
 
 
 @pytest.fixture(scope="module")
-def bed(tmp_path_factory):
-    if REASON:
-        pytest.skip(f"real Slurm test bed: {REASON}")
-    root = st.prepare_root(tmp_path_factory.mktemp("node-testbed"))
-    with st.running_bed(root, tmp_path_factory.mktemp("node-testbed-work")) as bed:
-        assert bed["first"].returncode == 0, bed["first"].stdout[-3000:] + bed["first"].stderr[-3000:]
-        wait_until("nodes idle", lambda: all(_state(bed, n) == "idle" for n in bed["nodes"]) or None, 90, 1)
-        yield bed
+def bed(slurm_bed):
+    first = slurm_bed["first"]
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    wait_until("nodes idle", lambda: all(_state(slurm_bed, n) == "idle" for n in slurm_bed["nodes"]) or None, 90, 1)
+    return slurm_bed
 
 
 def node(bed, *args: str, timeout: float = 400) -> subprocess.CompletedProcess:

@@ -3,8 +3,8 @@
 The hosts are network namespaces with their own address, hostname and key-only sshd
 (tests/harness/testbed.py); the blueprint is tests/fixtures/slurm-testbed (the pinned Slurm 24.11.5,
 built from its release source by the role's build script, four 8-GPU nodes in two SUs, fake GPU
-character devices). One module-scoped fixture brings
-the test bed up and runs the playbook once; the tests then check what the cluster does.
+character devices). The session's bed (tests/conftest.py ``slurm_bed``, shared with the other bed
+modules) comes up and runs the playbook once; the tests then check what the cluster does.
 Teardown stops every process of every namespace (compute nodes first) even after a failure.
 """
 
@@ -13,25 +13,21 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from conftest import SLURM_BED_GROUP
 from harness import slurm_testbed as st
 from harness.testbed import wait_until
 
-pytestmark = pytest.mark.slow
-
-REASON = st.missing_requirements()
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(SLURM_BED_GROUP)]
 
 
 @pytest.fixture(scope="module")
-def bed(tmp_path_factory):
-    if REASON:
-        pytest.skip(f"real Slurm test bed: {REASON}")
-    root = st.prepare_root(tmp_path_factory.mktemp("slurm-testbed"))
-    with st.running_bed(root, tmp_path_factory.mktemp("testbed-work")) as bed:
-        yield bed
+def bed(slurm_bed):
+    return slurm_bed
 
 
 def test_first_run_configures_every_host(bed):
@@ -224,13 +220,19 @@ PROD_PORT = 6917
 PROD_PATHS = ("StateSaveLocation", "SlurmctldPidFile", "SlurmctldLogFile")
 
 
-def test_prod_slurm_files_run_on_the_pinned_slurmctld(bed, tmp_path):
+SUPERPOD = Path(__file__).parents[1] / "fixtures" / "scale" / "Pulumi.superpod-32k.yaml"
+
+
+@pytest.mark.parametrize("blueprint", ["prod", "superpod-32k"])
+def test_slurm_files_run_on_the_pinned_slurmctld(bed, tmp_path, blueprint):
+    """Prod's files (two-level tree), and the 32,768-node fixture's (30,720 Slurm nodes, three-level
+    tree: SU leaves, spine groups, one core), read by the pinned slurmctld as it starts."""
     from aiinfra.pipeline import build_file
     from aiinfra.render.host_vars import etc_hosts
     from aiinfra.render.slurm import render_slurm
     from conftest import ROOT
 
-    built = build_file(ROOT / "stacks" / "Pulumi.prod.yaml")
+    built = build_file(ROOT / "stacks" / "Pulumi.prod.yaml" if blueprint == "prod" else SUPERPOD)
     cluster = built.cluster
     files = render_slurm(cluster, built.plan)
     work = Path("/run/aiinfra-testbed/prod-slurmctld")
@@ -264,7 +266,7 @@ def test_prod_slurm_files_run_on_the_pinned_slurmctld(bed, tmp_path):
             r = bed["testbed"].ssh(bed["controller"], f"{client} timeout 10 scontrol ping", timeout=30, check=False)
             return "UP" in r.stdout
         try:
-            wait_until("prod's slurmctld to answer", answers, 90, 1)
+            wait_until(f"{blueprint}'s slurmctld to answer", answers, 120, 1)
         except TimeoutError:
             log = bed["testbed"].ssh(bed["controller"], f"tail -n 40 {work}/slurmctld.log", check=False).stdout
             raise AssertionError(log) from None
@@ -274,16 +276,25 @@ def test_prod_slurm_files_run_on_the_pinned_slurmctld(bed, tmp_path):
         nodes = st.on_controller(bed, f"{client} scontrol show node -o", timeout=120).splitlines()
         gpu_nodes = [h for g in cluster.groups_for_scheduler("slurm") if g.gpu is not None for h in g.hosts]
         by_name = {re.search(r"NodeName=(\S+)", n).group(1): n for n in nodes}
-        assert sorted(by_name) == sorted(gpu_nodes) and len(gpu_nodes) == 480
+        assert sorted(by_name) == sorted(gpu_nodes)
+        assert len(gpu_nodes) == {"prod": 480, "superpod-32k": 30720}[blueprint]  # the blueprints' Slurm groups
         assert all(re.search(r"\bGres=gpu:h100:8\b", by_name[n]) for n in gpu_nodes)
         parts = st.on_controller(bed, f"{client} scontrol show partition -o").splitlines()
         assert [re.search(r"PartitionName=(\S+)", p).group(1) for p in parts] == [p.name for p in spec.partitions]
         topo = st.on_controller(bed, f"{client} scontrol show topology", timeout=60)
-        switches = dict(re.findall(r"SwitchName=(\S+) Level=(\d)", topo))
-        sus = sorted({cluster.hosts[h].su for h in gpu_nodes})
-        assert sum(1 for lvl in switches.values() if lvl == "0") == len(sus)  # one leaf switch per SU
-        assert any(lvl == "1" for lvl in switches.values())  # the spine above them
+        levels = Counter(re.findall(r"SwitchName=\S+ Level=(\d)", topo))
+        sus = {cluster.hosts[h].su for h in gpu_nodes}
+        assert levels["0"] == len(sus)  # one leaf switch per SU
+        if blueprint == "prod":  # two levels: the spine above the SUs
+            assert levels["1"] == 1 and set(levels) == {"0", "1"}, levels
+        else:  # three: a switch per spine group of 32 SUs (30,720 nodes: 960 SUs, 30 groups), one core above
+            groups = {cluster.hosts[h].spine_group for h in gpu_nodes}
+            assert len(sus) == 960 and len(groups) == 30
+            assert (levels["1"], levels["2"]) == (len(groups), 1) and set(levels) == {"0", "1", "2"}, levels
     finally:
-        bed["testbed"].ssh(bed["controller"], f"pkill -f 'slurmctld -f {work}/etc/slurm.conf'", check=False)
+        # stopped and gone before the next blueprint's starts on the same port and folder
+        bed["testbed"].ssh(bed["controller"], f"pkill -f 'slurmctld -f {work}/etc/slurm.conf'; for _ in $(seq 60); do "
+                           f"pgrep -f 'slurmctld -f {work}/etc/slurm.conf' >/dev/null || break; sleep 0.5; done",
+                           timeout=60, check=False)
         for a in addresses:
             bed["testbed"].ssh(bed["controller"], f"ip addr del {a}/32 dev lo", check=False)

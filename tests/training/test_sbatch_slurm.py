@@ -1,6 +1,7 @@
 """The rendered sbatch script on a real Slurm cluster (the test bed of tests/harness), 2 nodes x 8 GPUs.
 
-The test bed's blueprint (tests/fixtures/slurm-testbed) gets a training job in a copy; the script
+The session's test bed (tests/conftest.py ``slurm_bed``) carries a training job in its copy of the
+fixture blueprint (``harness.slurm_testbed.add_training_job``); the script
 rendered for it is the production template, run with its two switches: AIINFRA_NO_CONTAINER=1 (no
 pyxis here) and AIINFRA_PROGRAM=<a stand-in that records what each rank sees>. Checked: every
 rank's MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK, LOCAL_RANK and NCCL variables, the nodes inside
@@ -13,48 +14,21 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
+from conftest import SLURM_BED_GROUP
 from harness import slurm_testbed as st
-from harness.slurm_testbed import CHECKOUT
 from harness.testbed import wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(SLURM_BED_GROUP)]
 
-REASON = st.missing_requirements()
 STANDIN = Path(__file__).with_name("standin_launcher.py")
-JOB = "tb-smoke"
-
-
-def add_training_job(root: Path, checkpoints: Path) -> None:
-    path = root / "stacks" / f"Pulumi.{st.STACK}.yaml"
-    doc = yaml.safe_load(path.read_text())
-    bp = doc["config"]["aiinfra:cluster"]
-    bp.setdefault("versions", {}).setdefault("images", {})["megatron"] = "nvcr.io/nvidia/pytorch:24.12-py3"
-    # a Megatron job without an entrypoint runs the pinned Megatron-LM checkout: dev's pin
-    dev = yaml.safe_load((CHECKOUT / "stacks" / "Pulumi.dev.yaml").read_text())["config"]["aiinfra:cluster"]
-    bp["versions"]["megatron_lm"] = dev["versions"]["megatron_lm"]
-    bp.setdefault("silence", []).append("train-checkpoint-outside-lustre")
-    bp["training"] = [{
-        "name": JOB, "model": "llama3-8b", "node_group": "gpu", "nodes": 2, "framework": "megatron",
-        "tp": 8, "pp": 1, "dp": "auto", "seq_len": 4096, "global_batch": 32, "tokens": 1.0e8,
-        "image": "megatron", "checkpoint_dir": str(checkpoints), "launcher": "srun",
-    }]
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
 @pytest.fixture(scope="module")
-def bed(tmp_path_factory):
-    if REASON:
-        pytest.skip(f"real Slurm test bed: {REASON}")
-    root = st.prepare_root(tmp_path_factory.mktemp("slurm-testbed"))
-    work = tmp_path_factory.mktemp("jobs")
-    work.chmod(0o777)
-    add_training_job(root, work / "checkpoints")
-    with st.running_bed(root, tmp_path_factory.mktemp("testbed-work")) as bed:
-        up = bed["first"]
-        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
-        yield {**bed, "work": work, "script": root / "manifests" / st.STACK / "jobs" / JOB / "sbatch.sh"}
+def bed(slurm_bed):
+    up = slurm_bed["first"]
+    assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+    return slurm_bed
 
 
 def submit(bed, out: Path, sleep_s: float = 0) -> str:
