@@ -4,6 +4,7 @@ rendered by the roles' own templates from prod's inventory, checked against prod
 from __future__ import annotations
 
 import configparser
+import json
 import shutil
 from pathlib import Path
 
@@ -29,8 +30,13 @@ def render_host_files(built: Built, hosts: list[str], tmp: Path, host_overrides:
     inventory = tmp / "inventory.yml"
     inventory.write_text(mini_inventory(built, hosts, host_overrides))
     out = tmp / "out"
+    out.mkdir()
     r = run_playbook(HERE / "render-host-files.yml", inventory, "-e", f"out={out}")
     assert r.rc == 0, r.tail()
+    for host in hosts:  # the playbook's <host>.json: file name -> text, written out as <host>/<file>
+        (out / host).mkdir()
+        for name, text in json.loads((out / f"{host}.json").read_text()).items():
+            (out / host / name).write_text(text)
     return out
 
 
