@@ -49,7 +49,7 @@ def _run(root: Path) -> subprocess.CompletedProcess:
     inventory.write_text(yaml.safe_dump(overrides))
     (root / "etc" / "default").mkdir(parents=True, exist_ok=True)  # exists on every real host
     env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
-           "ANSIBLE_FACT_CACHING_CONNECTION": str(root / "facts")}
+           "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(root / "facts")}
     return subprocess.run(
         [str(_playbook()), "-i", str(ROOT / "manifests" / "dev" / "ansible" / "inventory.json"), "-i", str(inventory),
          str(ROOT / "playbooks" / "kubernetes.yml"), "--limit", HOST, "--skip-tags", SKIP_TAGS],

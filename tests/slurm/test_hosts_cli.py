@@ -3,6 +3,7 @@ unreachable host makes the run fail with a per-host table and kept artifacts."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from aiinfra.deploy.ansible import HostStats, Progress, handle_event, new_private_data_dir
+from aiinfra.deploy.ansible import HostStats, Progress, ansible_env, handle_event, new_private_data_dir
 from conftest import ROOT
 
 FIXTURE = ROOT / "tests" / "fixtures" / "slurm-testbed"
@@ -71,3 +72,18 @@ def test_events_fold_into_per_host_counts():
 def test_private_data_dirs_are_fresh(tmp_path: Path):
     first, second = new_private_data_dir(tmp_path), new_private_data_dir(tmp_path)
     assert first != second and first.parent == tmp_path / ".aiinfra" / "runs"
+
+
+def test_ansible_reads_the_runs_settings_from_their_environment(tmp_path):
+    """What ansible-core itself resolves from the environment every run gets (ansible-config, run from
+    another folder, as ansible-runner runs it): the project's config and roles, the fact cache in
+    the project's .aiinfra/facts rather than wherever the run's working folder is."""
+    root = tmp_path / "site"
+    env = ansible_env(ROOT, root, Path(sys.executable).parent)
+    out = subprocess.run([str(Path(sys.executable).parent / "ansible-config"), "dump", "--only-changed", "--format",
+                          "json"], cwd=tmp_path, env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    values = {entry["name"]: entry["value"] for entry in json.loads(out.stdout) if "name" in entry}
+    assert values["CACHE_PLUGIN_CONNECTION"] == str(root / ".aiinfra" / "facts")
+    assert values["CACHE_PLUGIN"] == "jsonfile"  # ansible.cfg's fact_caching
+    assert values["DEFAULT_ROLES_PATH"] == [str(ROOT / "roles")]

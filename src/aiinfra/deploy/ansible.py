@@ -330,6 +330,22 @@ def handle_event(progress: Progress, event: dict) -> None:
         progress.hosts = final
 
 
+def ansible_env(code: Path, root: Path, bindir: Path, envvars: dict | None = None) -> dict[str, str]:
+    """The environment of every Ansible run: the venv's binaries first, the project's ansible.cfg and
+    roles, the fact cache in the project's .aiinfra/facts (ansible.cfg's relative
+    ``fact_caching_connection`` would resolve against the run's working folder;
+    ``ANSIBLE_CACHE_PLUGIN_CONNECTION`` is the variable ansible-core reads for it: config/base.yml
+    CACHE_PLUGIN_CONNECTION), no colour; ``envvars`` last."""
+    return {
+        "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "ANSIBLE_CONFIG": str(code / "ansible.cfg"),
+        "ANSIBLE_ROLES_PATH": str(code / "roles"),
+        "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(root / ".aiinfra" / "facts"),
+        "ANSIBLE_FORCE_COLOR": "0",
+        **(envvars or {}),
+    }
+
+
 def run_site(
     cluster: Cluster,
     root: Path,
@@ -379,14 +395,7 @@ def run_site(
     bindir = Path(sys.executable).parent  # the venv's ansible-playbook, whether or not it is activated
     if not (bindir / "ansible-playbook").exists() and not shutil.which("ansible-playbook"):
         raise DeployError("ansible-playbook not found: install ansible-core into this environment")
-    env = {
-        "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
-        "ANSIBLE_CONFIG": str(code / "ansible.cfg"),
-        "ANSIBLE_ROLES_PATH": str(code / "roles"),
-        "ANSIBLE_FACT_CACHING_CONNECTION": str(root / ".aiinfra" / "facts"),
-        "ANSIBLE_FORCE_COLOR": "0",
-        **(envvars or {}),
-    }
+    env = ansible_env(code, root, bindir, envvars)
     progress = Progress()
     scrubbed = False
 
@@ -479,14 +488,7 @@ def run_module(
     cmdline = []
     for value in extra_vars or []:
         cmdline += ["--extra-vars", _quote(_abs_extra_vars(value))]
-    env = {
-        "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
-        "ANSIBLE_CONFIG": str(code / "ansible.cfg"),
-        "ANSIBLE_ROLES_PATH": str(code / "roles"),
-        "ANSIBLE_FACT_CACHING_CONNECTION": str(root / ".aiinfra" / "facts"),
-        "ANSIBLE_FORCE_COLOR": "0",
-        **(envvars or {}),
-    }
+    env = ansible_env(code, root, bindir, envvars)
     results: dict[str, ModuleResult] = {}
     scrubbed = False
 
