@@ -6,19 +6,20 @@ Slurm test), converges it once, then times no-change runs of the whole site play
 the shipped ansible.cfg (pipelining, forks, ControlPersist, no fact gathering) and a config with
 only roles_path set (Ansible's defaults). Needs root and the packages of .ci/apt-packages.txt.
 
-    sudo .venv/bin/python benchmarks/ansible_fanout.py [--rounds 2] [--json out.json]
+    sudo .venv/bin/python benchmarks/ansible_fanout.py [--rounds 2] [--json out.json] [--mitogen DIR]
 
 With --hosts N (16 or more for issue 17's target), a bed of N plain hosts instead: the same
 namespaces and sshd, a playbook shaped like the host layers of site.yml (plays without fact
 gathering, a role's guarded `setup` of the OS family, files, a line, a read-only command, a stat
 and an assert; per-host paths, as the hosts share this machine's file system), converged once,
-then no-change runs per configuration, each adding one change to Ansible's defaults, so that the
-run says what each change bought:
+then no-change runs per configuration, each adding one change to Ansible's defaults (interpreter
+discovery off, fact cache, pipelining, forks, free strategy), then the shipped ansible.cfg alone
+and with Mitogen's strategies, so that the run says what each change bought:
 
     sudo .venv/bin/python benchmarks/ansible_fanout.py --hosts 16 [--rounds 1] [--mitogen DIR]
 
---mitogen DIR: a directory holding the mitogen package (pip install --target DIR mitogen); adds a
-configuration with its strategy.
+--mitogen DIR: a directory holding the mitogen package (pip install --target DIR mitogen); adds
+the shipped config with mitogen_linear and with mitogen_free (opt-in, docs/benchmarks-ansible.md).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +49,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="timed runs per configuration")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--hosts", type=int, help="a bed of this many plain hosts (see above)")
-    parser.add_argument("--mitogen", type=Path, help="directory holding the mitogen package (--hosts only)")
+    parser.add_argument("--mitogen", type=Path, help="directory holding the mitogen package (adds its configurations)")
     args = parser.parse_args()
     if args.hosts:
         return plain_bed(args)
@@ -60,13 +62,20 @@ def main() -> int:
     root = st.prepare_root(work / "root")
     os.environ["AIINFRA_ROOT"] = str(root)
     os.chdir(root)
-    cluster = build_file(root / "stacks" / f"Pulumi.{st.STACK}.yaml", f"stacks/Pulumi.{st.STACK}.yaml").cluster
-    ensure_fresh(cluster, root, render=True)
+    built = build_file(root / "stacks" / f"Pulumi.{st.STACK}.yaml", f"stacks/Pulumi.{st.STACK}.yaml")
+    cluster = built.cluster
+    ensure_fresh(cluster, built.plan, root, render=True)
     defaults_cfg = work / "defaults.cfg"
     # Ansible's defaults, plus what this machine needs to work at all: the roles, and the system
     # Python (discovery would pick a pyenv shim here)
     defaults_cfg.write_text(f"[defaults]\nroles_path = {ROOT / 'roles'}\ninterpreter_python = /usr/bin/python3\n")
     configs = {"shipped ansible.cfg": {}, "Ansible defaults": {"ANSIBLE_CONFIG": str(defaults_cfg)}}
+    if args.mitogen:
+        # the bed's ssh options skip host keys (throwaway ones); Mitogen applies host_key_checking
+        # itself, before those options, so it is turned off for its run the same way
+        configs["shipped ansible.cfg + Mitogen (mitogen_linear)"] = {
+            "ANSIBLE_STRATEGY_PLUGINS": str(args.mitogen / "ansible_mitogen" / "plugins" / "strategy"),
+            "ANSIBLE_STRATEGY": "mitogen_linear", "ANSIBLE_HOST_KEY_CHECKING": "False", "PYTHONPATH": str(args.mitogen)}
 
     testbed = Testbed(st.hosts_from_inventory(root), work / "testbed", st.GATEWAY)
     nodes = st.compute_nodes(root)
@@ -148,6 +157,10 @@ def _recap(stdout: str) -> dict[str, dict[str, int]]:
             for m in re.finditer(r"^(\S+)\s+:\s+(ok=.*)$", stdout, flags=re.M)}
 
 
+def _mitogen_version(path: Path) -> str:
+    return next((metadata.PathDistribution(d).version for d in path.glob("mitogen-*.dist-info")), "?")
+
+
 def plain_bed(args) -> int:
     import shutil
     import subprocess
@@ -168,15 +181,23 @@ def plain_bed(args) -> int:
     playbook = work / "workload.yml"
     playbook.write_text(yaml.safe_dump(plain_workload(str(files)), sort_keys=False))
     inventory = work / "inventory.json"
-    ssh_args = " ".join(o for o in testbed.ssh_options() if o not in ("-i", str(testbed.key)))
+    # Host keys are checked (Ansible's default and the shipped config's), against a known_hosts file
+    # of the bed's host key, written once the bed is up; Mitogen enforces them the same way.
+    known_hosts = work / "known_hosts"
+    ssh_args = (f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes -o LogLevel=ERROR "
+                "-o BatchMode=yes -o ConnectTimeout=5")
     inventory.write_text(json.dumps({"all": {"hosts": {h.name: {"ansible_host": h.address} for h in hosts}, "vars": {
         "ansible_user": "root", "ansible_ssh_private_key_file": str(testbed.key), "ansible_ssh_common_args": ssh_args,
-        "ansible_python_interpreter": "/usr/bin/python3"}}}))
+        # interpreter discovery stays on in the defaults, but its list of candidates is cut to the
+        # system Python: the first default candidates are pyenv shims here, which fail
+        "ansible_interpreter_python_fallback": ["/usr/bin/python3"]}}}))
     defaults_cfg = work / "defaults.cfg"
-    defaults_cfg.write_text("[defaults]\n")  # Ansible's defaults; the inventory names the interpreter
+    defaults_cfg.write_text("[defaults]\n")  # Ansible's defaults
     facts = {"ANSIBLE_GATHERING": "smart", "ANSIBLE_CACHE_PLUGIN": "jsonfile",
              "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(work / "facts"), "ANSIBLE_CACHE_PLUGIN_TIMEOUT": "86400"}
-    steps = [("Ansible defaults", {}), ("+ fact cache", facts), ("+ pipelining", {"ANSIBLE_PIPELINING": "True"}),
+    steps = [("Ansible defaults", {}),
+             ("+ interpreter_python (no discovery)", {"ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3"}),
+             ("+ fact cache", facts), ("+ pipelining", {"ANSIBLE_PIPELINING": "True"}),
              (f"+ forks = {n}", {"ANSIBLE_FORKS": str(n)}), ("+ free strategy", {"ANSIBLE_STRATEGY": "free"})]
     configs: list[tuple[str, dict]] = []
     env: dict = {"ANSIBLE_CONFIG": str(defaults_cfg)}
@@ -184,15 +205,15 @@ def plain_bed(args) -> int:
         env = {**env, **change}
         configs.append((label, env))
     shipped = {"ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
-               "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(work / "facts"), "ANSIBLE_STRATEGY": "free"}
-    configs.append(("shipped ansible.cfg + free strategy", shipped))
+               "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(work / "facts")}
+    configs.append(("shipped ansible.cfg (linear)", shipped))
     if args.mitogen:
-        plugins = args.mitogen / "ansible_mitogen" / "plugins" / "strategy"
-        # Mitogen opens its own SSH connections and applies host_key_checking itself (the bed's
-        # host keys are throwaway ones, as the ssh options of the other runs say)
-        configs.append(("+ Mitogen (mitogen_free)", {**shipped, "ANSIBLE_STRATEGY_PLUGINS": str(plugins),
-                                                     "ANSIBLE_STRATEGY": "mitogen_free", "ANSIBLE_HOST_KEY_CHECKING": "False",
-                                                     "PYTHONPATH": str(args.mitogen)}))
+        # opt-in, docs/benchmarks-ansible.md: Mitogen's strategies over the shipped config; one
+        # persistent Python per host instead of an ssh session and a Python start per task
+        mitogen = {**shipped, "ANSIBLE_STRATEGY_PLUGINS": str(args.mitogen / "ansible_mitogen" / "plugins" / "strategy"),
+                   "PYTHONPATH": str(args.mitogen)}
+        configs.append(("shipped + Mitogen (mitogen_linear)", {**mitogen, "ANSIBLE_STRATEGY": "mitogen_linear"}))
+        configs.append(("shipped + Mitogen (mitogen_free)", {**mitogen, "ANSIBLE_STRATEGY": "mitogen_free"}))
     bindir = Path(sys.executable).parent
     base_env = {"PATH": f"{bindir}:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root"), "ANSIBLE_NOCOLOR": "1",
                 "ANSIBLE_LOCAL_TEMP": str(work / "tmp"), "ANSIBLE_RETRY_FILES_ENABLED": "False"}
@@ -208,9 +229,12 @@ def plain_bed(args) -> int:
         return elapsed, recap
 
     times: dict[str, list[float]] = {label: [] for label, _ in configs}
+    load_before = [round(x, 1) for x in os.getloadavg()]
     try:
         testbed.up()
-        converge_s, recap = play(configs[-1][1] if not args.mitogen else configs[-2][1])
+        key = (testbed.workdir / "ssh_host_ed25519_key.pub").read_text().split()[:2]
+        known_hosts.write_text("".join(f"{h.address} {' '.join(key)}\n" for h in hosts))
+        converge_s, recap = play(shipped)
         play(facts | {"ANSIBLE_CONFIG": str(defaults_cfg)})  # the fact cache primed, as after any earlier run
         for _ in range(args.rounds):
             for label, extra in configs:
@@ -227,6 +251,9 @@ def plain_bed(args) -> int:
     out = {
         "hosts": n,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "ansible_core": metadata.version("ansible-core"),
+        "mitogen": _mitogen_version(args.mitogen) if args.mitogen else None,
+        "load_average_1_5_15_min": {"before": load_before, "after": [round(x, 1) for x in os.getloadavg()]},
         "converging_run_s": round(converge_s, 1),
         "host_tasks_per_run": sum(r.get("ok", 0) + r.get("skipped", 0) for r in recap.values()),
         "no_change_run_s": {label: {"median": round(statistics.median(v), 1), "runs": [round(x, 1) for x in v],
