@@ -29,11 +29,11 @@ demo: setup
 	@if $(BIN)/aiinfra plan --help >/dev/null 2>&1; then $(BIN)/aiinfra plan --stack $(STACK); fi
 	$(BIN)/aiinfra render --stack $(STACK)
 
-# The suite in parallel (pytest-xdist): TEST_WORKERS processes; the modules of the Slurm test bed
-# share one xdist group (tests/conftest.py SLURM_BED_GROUP), so one worker runs them all on one bed.
+# The suite in parallel (pytest-xdist): TEST_WORKERS processes, each module whole on one worker;
+# the modules of the Slurm test bed are one unit (tests/conftest.py SLURM_BED_MODULES), run first.
 TEST_WORKERS ?= auto
 test: setup-test system-packages
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope
 
 lint: setup-test
 	$(BIN)/ruff check .

@@ -67,19 +67,42 @@ def dev() -> Built:
     return load_stack("dev")
 
 
-#: The xdist group of every module that runs on the Slurm bed: one worker runs them all, one after
-#: the other, on one bed (``slurm_bed``); the other workers take the rest of the suite.
+#: The modules that run on the Slurm bed (``slurm_bed``): under ``make test`` (pytest-xdist), one
+#: worker runs them all, one after the other, on one bed; the other workers take the rest.
+SLURM_BED_MODULES = ("tests/slurm/test_accounts_bed.py", "tests/slurm/test_node_cli.py",
+                     "tests/slurm/test_slurm_testbed.py", "tests/training/test_sbatch_slurm.py")
 SLURM_BED_GROUP = "slurm-bed"
+
+
+def _module(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Under ``--dist loadgroup`` (``make test``), a module's tests stay on one worker: their
-    module-scoped fixtures (a chroot converge, a rendered tree, the roles run once) are built once,
-    not once per worker. Modules that share a bed name their group themselves (SLURM_BED_GROUP)."""
+    """The bed's modules first: under xdist, work is handed out in collection order, so the longest
+    unit starts at once on one worker. Only those modules may take the bed."""
     for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+        if "slurm_bed" in getattr(item, "fixturenames", ()) and _module(item.nodeid) not in SLURM_BED_MODULES:
+            raise pytest.UsageError(f"{item.nodeid} uses slurm_bed: add its module to SLURM_BED_MODULES")
+    items.sort(key=lambda item: _module(item.nodeid) not in SLURM_BED_MODULES)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadscope`` by module, the bed's modules one unit: a module's tests stay on one
+    worker, so its module fixtures (a chroot converge, a rendered tree) are built once, and the bed
+    comes up once. Units go out in collection order (the bed's first), not largest first."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModulesBedFirst(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = _module(nodeid)
+            return SLURM_BED_GROUP if module in SLURM_BED_MODULES else module
+
+    config.option.loadscopereorder = False
+    return ModulesBedFirst(config, log)
 
 
 @pytest.fixture(scope="session")

@@ -22,11 +22,10 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import SLURM_BED_GROUP
 from harness import slurm_testbed as st
 from harness.testbed import wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(SLURM_BED_GROUP)]
+pytestmark = pytest.mark.slow
 
 ALICE, BOB, EVE, GROUP = st.ALICE, st.BOB, st.EVE, st.GROUP  # the bed's users (made before its first run)
 SYNC = "/usr/local/sbin/aiinfra-sacctmgr-sync"  # where the slurm role installs the sync

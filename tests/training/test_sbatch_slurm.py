@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SLURM_BED_GROUP
 from harness import slurm_testbed as st
 from harness.testbed import wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(SLURM_BED_GROUP)]
+pytestmark = pytest.mark.slow
 
 STANDIN = Path(__file__).with_name("standin_launcher.py")
 
