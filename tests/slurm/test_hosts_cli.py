@@ -11,8 +11,16 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
-from aiinfra.deploy.ansible import HostStats, Progress, ansible_env, handle_event, new_private_data_dir
+from aiinfra.deploy.ansible import (
+    HostStats,
+    Progress,
+    ansible_env,
+    handle_event,
+    mitogen_env,
+    new_private_data_dir,
+)
 from conftest import ROOT
 
 FIXTURE = ROOT / "tests" / "fixtures" / "slurm-testbed"
@@ -87,3 +95,30 @@ def test_ansible_reads_the_runs_settings_from_their_environment(tmp_path):
     assert values["CACHE_PLUGIN_CONNECTION"] == str(root / ".aiinfra" / "facts")
     assert values["CACHE_PLUGIN"] == "jsonfile"  # ansible.cfg's fact_caching
     assert values["DEFAULT_ROLES_PATH"] == [str(ROOT / "roles")]
+
+
+def test_mitogen_runs_a_play_with_its_strategy(tmp_path):
+    """``hosts up --mitogen``'s environment, for real: ansible-core loads Mitogen's linear strategy
+    from the installed package and a play runs to the end under it (a local connection: the
+    16-host measurement over sshd is benchmarks/ansible_fanout.py's)."""
+    pytest.importorskip("ansible_mitogen", reason="Mitogen is not installed (pip install 'aiinfra[mitogen]')")
+    bindir = Path(sys.executable).parent
+    env = {**os.environ, **ansible_env(ROOT, tmp_path / "site", bindir, mitogen_env())}
+    dump = subprocess.run([str(bindir / "ansible-config"), "dump", "--only-changed", "--format", "json"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    values = {entry["name"]: entry["value"] for entry in json.loads(dump.stdout) if "name" in entry}
+    assert values["DEFAULT_STRATEGY"] == "mitogen_linear"
+    play = tmp_path / "play.yml"
+    made = tmp_path / "made"
+    play.write_text(yaml.safe_dump([{"name": "one host", "hosts": "all", "gather_facts": False, "tasks": [
+        {"name": "a file", "ansible.builtin.copy": {"content": "mitogen\n", "dest": str(made), "mode": "0644"}},
+        {"name": "a command", "ansible.builtin.command": "cat " + str(made), "register": "out", "changed_when": False},
+        {"name": "what it read", "ansible.builtin.assert": {"that": ["out.stdout == 'mitogen'"]}}]}]))
+    inventory = tmp_path / "inventory.yml"  # the yaml plugin (ansible.cfg enables yaml and script only)
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": {"here": {
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}}))
+    run = subprocess.run([str(bindir / "ansible-playbook"), "-i", str(inventory), str(play)],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "ok=3" in run.stdout and "changed=1" in run.stdout, run.stdout[-2000:]
+    assert made.read_text() == "mitogen\n"

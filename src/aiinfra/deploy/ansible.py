@@ -346,6 +346,28 @@ def ansible_env(code: Path, root: Path, bindir: Path, envvars: dict | None = Non
     }
 
 
+#: Mitogen's strategies (the ``mitogen`` package on PyPI, ``pip install 'aiinfra[mitogen]'``): one
+#: persistent Python per host instead of an SSH channel and a fresh interpreter per task; 9-12x
+#: over Ansible's defaults on the 16-host no-change run (docs/benchmarks.md, "Ansible fan-out").
+MITOGEN_STRATEGY = "mitogen_linear"
+
+
+def mitogen_env() -> dict[str, str]:
+    """The environment that runs a playbook under Mitogen's linear strategy (its strategy plugins
+    from the installed ``ansible_mitogen`` package); DeployError when Mitogen is not installed.
+    Opt-in: ansible-core 2.19 warns that third-party strategy plugins are deprecated."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("ansible_mitogen")
+    if spec is None or not spec.submodule_search_locations:
+        raise DeployError("--mitogen: Mitogen is not installed in this environment "
+                          "(pip install 'aiinfra[mitogen]', or pip install mitogen==0.3.54)")
+    strategies = Path(next(iter(spec.submodule_search_locations))) / "plugins" / "strategy"
+    if not (strategies / f"{MITOGEN_STRATEGY}.py").is_file():
+        raise DeployError(f"--mitogen: {strategies} has no {MITOGEN_STRATEGY} strategy")
+    return {"ANSIBLE_STRATEGY_PLUGINS": str(strategies), "ANSIBLE_STRATEGY": MITOGEN_STRATEGY}
+
+
 def run_site(
     cluster: Cluster,
     root: Path,
