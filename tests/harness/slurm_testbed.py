@@ -85,22 +85,23 @@ GROUP = "aibed-research"
 TRAINING_JOB = "tb-smoke"
 
 
-def _host_command(*cmd: str, check: bool = True) -> None:
+def host_command(*cmd: str, check: bool = True) -> None:
+    """A command on this machine, whose /etc/passwd and /etc/group the bed's hosts share."""
     subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=30)
 
 
 def remove_users() -> None:
     for user in (ALICE, BOB, EVE):
-        _host_command("userdel", user, check=False)
-    _host_command("groupdel", GROUP, check=False)
+        host_command("userdel", user, check=False)
+    host_command("groupdel", GROUP, check=False)
 
 
 def add_users() -> None:
     remove_users()  # leftovers of an interrupted run
-    _host_command("groupadd", GROUP)
-    _host_command("useradd", "--no-create-home", "--shell", "/bin/sh", ALICE)
-    _host_command("useradd", "--no-create-home", "--shell", "/bin/sh", "--groups", GROUP, BOB)
-    _host_command("useradd", "--no-create-home", "--shell", "/bin/sh", EVE)
+    host_command("groupadd", GROUP)
+    host_command("useradd", "--no-create-home", "--shell", "/bin/sh", ALICE)
+    host_command("useradd", "--no-create-home", "--shell", "/bin/sh", "--groups", GROUP, BOB)
+    host_command("useradd", "--no-create-home", "--shell", "/bin/sh", EVE)
 
 
 def forget_users(bed: dict, *users: str) -> None:

@@ -42,7 +42,7 @@ def prod_fabric(*changes: tuple[str, str]):
     bp = to_blueprint(source)
     view = registry.BlueprintView(bp, expand_groups(bp))
     raise_errors(source, registry.run("blueprint", view))
-    return build_cluster("prod", source.file, bp, view.hosts)
+    return build_cluster("prod", source.file, bp, view.hosts, view.addresses.indices)
 
 
 def rows(text: str) -> list[dict[str, str]]:

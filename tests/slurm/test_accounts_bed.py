@@ -31,15 +31,11 @@ ALICE, BOB, EVE, GROUP = st.ALICE, st.BOB, st.EVE, st.GROUP  # the bed's users (
 SYNC = "/usr/local/sbin/aiinfra-sacctmgr-sync"  # where the slurm role installs the sync
 
 
-def _host(*cmd: str) -> None:
-    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=30)
-
-
 @pytest.fixture(scope="module")
 def bed(slurm_bed):
     yield slurm_bed
     # the bed as this module found it: EVE in no group and no account again
-    subprocess.run(["gpasswd", "--delete", EVE, GROUP], capture_output=True, timeout=30)
+    st.host_command("gpasswd", "--delete", EVE, GROUP, check=False)
     st.forget_users(slurm_bed, EVE)
 
 
@@ -128,7 +124,7 @@ def test_high_preempts_a_low_job_of_another_user(bed):
 
 def test_sync_changes_nothing_again_and_follows_the_group(bed):
     assert sync(bed)["changed"] is False  # hosts up applied everything already
-    _host("gpasswd", "--add", EVE, GROUP)
+    st.host_command("gpasswd", "--add", EVE, GROUP)
     again = sync(bed)
     assert again["changed"] is True and any(EVE in a and "research" in a for a in again["actions"]), again
     assert sync(bed)["changed"] is False

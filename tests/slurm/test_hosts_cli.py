@@ -82,16 +82,23 @@ def test_private_data_dirs_are_fresh(tmp_path: Path):
     assert first != second and first.parent == tmp_path / ".aiinfra" / "runs"
 
 
+BIN = Path(sys.executable).parent
+
+
+def resolved_settings(env: dict[str, str], cwd: Path) -> dict:
+    """The settings ansible-core resolves (``ansible-config dump --only-changed``) in ``env``, run from ``cwd``."""
+    out = subprocess.run([str(BIN / "ansible-config"), "dump", "--only-changed", "--format", "json"],
+                         cwd=cwd, env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return {entry["name"]: entry["value"] for entry in json.loads(out.stdout) if "name" in entry}
+
+
 def test_ansible_reads_the_runs_settings_from_their_environment(tmp_path):
     """What ansible-core itself resolves from the environment every run gets (ansible-config, run from
     another folder, as ansible-runner runs it): the project's config and roles, the fact cache in
     the project's .aiinfra/facts rather than wherever the run's working folder is."""
     root = tmp_path / "site"
-    env = ansible_env(ROOT, root, Path(sys.executable).parent)
-    out = subprocess.run([str(Path(sys.executable).parent / "ansible-config"), "dump", "--only-changed", "--format",
-                          "json"], cwd=tmp_path, env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    values = {entry["name"]: entry["value"] for entry in json.loads(out.stdout) if "name" in entry}
+    values = resolved_settings(ansible_env(ROOT, root, BIN), tmp_path)
     assert values["CACHE_PLUGIN_CONNECTION"] == str(root / ".aiinfra" / "facts")
     assert values["CACHE_PLUGIN"] == "jsonfile"  # ansible.cfg's fact_caching
     assert values["DEFAULT_ROLES_PATH"] == [str(ROOT / "roles")]
@@ -102,12 +109,8 @@ def test_mitogen_runs_a_play_with_its_strategy(tmp_path):
     from the installed package and a play runs to the end under it (a local connection: the
     16-host measurement over sshd is benchmarks/ansible_fanout.py's)."""
     pytest.importorskip("ansible_mitogen", reason="Mitogen is not installed (pip install 'aiinfra[mitogen]')")
-    bindir = Path(sys.executable).parent
-    env = {**os.environ, **ansible_env(ROOT, tmp_path / "site", bindir, mitogen_env())}
-    dump = subprocess.run([str(bindir / "ansible-config"), "dump", "--only-changed", "--format", "json"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-    values = {entry["name"]: entry["value"] for entry in json.loads(dump.stdout) if "name" in entry}
-    assert values["DEFAULT_STRATEGY"] == "mitogen_linear"
+    env = ansible_env(ROOT, tmp_path / "site", BIN, mitogen_env())
+    assert resolved_settings(env, tmp_path)["DEFAULT_STRATEGY"] == "mitogen_linear"
     play = tmp_path / "play.yml"
     made = tmp_path / "made"
     play.write_text(yaml.safe_dump([{"name": "one host", "hosts": "all", "gather_facts": False, "tasks": [
@@ -117,8 +120,8 @@ def test_mitogen_runs_a_play_with_its_strategy(tmp_path):
     inventory = tmp_path / "inventory.yml"  # the yaml plugin (ansible.cfg enables yaml and script only)
     inventory.write_text(yaml.safe_dump({"all": {"hosts": {"here": {
         "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}}))
-    run = subprocess.run([str(bindir / "ansible-playbook"), "-i", str(inventory), str(play)],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inventory), str(play)],
+                         cwd=tmp_path, env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "ok=3" in run.stdout and "changed=1" in run.stdout, run.stdout[-2000:]
     assert made.read_text() == "mitogen\n"

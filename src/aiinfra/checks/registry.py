@@ -16,7 +16,7 @@ All validators of a phase run, so the user gets every problem at once.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiinfra.catalog.names import suggest
 from aiinfra.errors import Level, Problem
@@ -28,11 +28,10 @@ from aiinfra.spec.models import Blueprint
 class BlueprintView:
     bp: Blueprint
     hosts: dict[str, tuple[str, ...]]  # node group -> expanded hosts
-    addresses: AddressPlan | None = None  # the address plan of those hosts; computed here when not given
+    addresses: AddressPlan = field(init=False)  # the address plan of those hosts, derived once (checks, Cluster)
 
     def __post_init__(self) -> None:
-        if self.addresses is None:
-            self.addresses = address_plan(self.bp.node_groups, self.hosts, self.bp.networks.management.first_host)
+        self.addresses = address_plan(self.bp.node_groups, self.hosts, self.bp.networks.management.first_host)
 
 
 Validator = Callable[..., Iterable[Problem]]

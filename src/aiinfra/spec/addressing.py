@@ -110,12 +110,6 @@ def address_plan(groups: list[NodeGroup], expanded: dict[str, tuple[str, ...]], 
     return AddressPlan(blocks, out)
 
 
-def host_indices(groups: list[NodeGroup], expanded: dict[str, tuple[str, ...]],
-                 first_host: int) -> dict[str, int]:
-    """Every host's index (hosts in blueprint order)."""
-    return address_plan(groups, expanded, first_host).indices
-
-
 def colliding(indices: dict[str, int]) -> list[tuple[str, str, int]]:
     """Pairs of hosts that got the same index (first holder, second holder, index)."""
     holder: dict[int, str] = {}

@@ -223,13 +223,11 @@ def scalable_units(bp: Blueprint, gpu_hosts: list[str]) -> dict[str, int]:
 
 
 def build_cluster(env: str, source: str, bp: Blueprint, expanded: dict[str, tuple[str, ...]],
-                  indices: dict[str, int] | None = None) -> Cluster:
+                  indices: dict[str, int]) -> Cluster:
     """Derive hosts, addresses and fabric. Assumes the ``blueprint`` checks (:mod:`aiinfra.checks.blueprint`) found no error.
-    ``indices``: the address plan's host indices when the caller has them (:func:`addressing.address_plan`)."""
+    ``indices``: the address plan's host indices (:func:`addressing.address_plan`, computed once for the checks too)."""
     states = node_states(bp)
     gone = {h for h, st in states.items() if st.state == "decommissioned"}
-    if indices is None:
-        indices = addressing.host_indices(bp.node_groups, expanded, bp.networks.management.first_host)
     expanded = {name: tuple(h for h in hosts if h not in gone) for name, hosts in expanded.items()}
     gpu_hosts = [h for g in bp.node_groups if bp.node_types[g.type].rails for h in expanded[g.name]]
     sus = scalable_units(bp, gpu_hosts)
