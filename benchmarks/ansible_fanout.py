@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from aiinfra.deploy.ansible import ensure_fresh, run_site  # noqa: E402
+from aiinfra.deploy.ansible import ensure_fresh, mitogen_env, run_site  # noqa: E402
 from aiinfra.pipeline import build_file  # noqa: E402
 from harness import slurm_testbed as st  # noqa: E402
 from harness.testbed import Testbed  # noqa: E402
@@ -73,9 +73,10 @@ def main() -> int:
     if args.mitogen:
         # the bed's ssh options skip host keys (throwaway ones); Mitogen applies host_key_checking
         # itself, before those options, so it is turned off for its run the same way
+        # (the environment `aiinfra hosts up --mitogen` runs with: mitogen_env, from the package in DIR)
+        sys.path.insert(0, str(args.mitogen))
         configs["shipped ansible.cfg + Mitogen (mitogen_linear)"] = {
-            "ANSIBLE_STRATEGY_PLUGINS": str(args.mitogen / "ansible_mitogen" / "plugins" / "strategy"),
-            "ANSIBLE_STRATEGY": "mitogen_linear", "ANSIBLE_HOST_KEY_CHECKING": "False", "PYTHONPATH": str(args.mitogen)}
+            **mitogen_env(), "ANSIBLE_HOST_KEY_CHECKING": "False", "PYTHONPATH": str(args.mitogen)}
 
     testbed = Testbed(st.hosts_from_inventory(root), work / "testbed", st.GATEWAY)
     nodes = st.compute_nodes(root)
